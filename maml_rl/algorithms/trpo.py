@@ -1,0 +1,147 @@
+"""MAML-TRPO: a trust-region meta-update on the query surrogate (Schulman et al., 2015; Finn et al., 2017)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict
+
+from ..inner import Adaptation
+from ..objective import MetaObjective
+from ..policy import Params
+
+Vector = torch.Tensor
+
+
+def flat(tensors) -> Vector:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflat(vector: Vector, like: Params) -> Params:
+    out, i = {}, 0
+    for name, p in like.items():
+        out[name] = vector[i:i + p.numel()].view_as(p)
+        i += p.numel()
+    return out
+
+
+def conjugate_gradient(fvp: Callable[[Vector], Vector], b: Vector, iters: int, tol: float = 1e-10) -> Vector:
+    """Approximately solve F x = b for symmetric positive-definite F given only x ↦ F x.
+
+    Standard CG (Nocedal & Wright, Alg. 5.2) as used by TRPO (Schulman et al., 2015, App. C).
+    Shapes: ``b`` and the result ``[n]``.
+    """
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r.dot(r)
+    for _ in range(iters):
+        if rr < tol:
+            break
+        fp = fvp(p)
+        alpha = rr / p.dot(fp)
+        x += alpha * p
+        r -= alpha * fp
+        rr_new = r.dot(r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def subsample_episodes(episodes: TensorDict, fraction: float, generator: torch.Generator) -> TensorDict:
+    """The same random ``ceil(fraction · E)`` episodes of every task, ``[task, E', time]``."""
+    num = episodes.shape[1]
+    keep = max(1, math.ceil(fraction * num))
+    if keep >= num:
+        return episodes
+    index = torch.randperm(num, generator=generator)[:keep]
+    return episodes[:, index]
+
+
+def fisher_vector_product(objective: MetaObjective, theta: Params, adaptation: Adaptation, fraction: float,
+                          damping: float, generator: torch.Generator) -> Callable[[Vector], Vector]:
+    """v ↦ (F + damping·I) v, F the Hessian of the mean KL(π_θ'old ‖ π_θ'(θ)) at θ.
+
+    At θ = θ_old the KL's gradient w.r.t. θ' vanishes, so its Hessian w.r.t. θ is exactly
+    Jᵀ F' J, with J = dθ'/dθ (the inner loop's Jacobian, identity for first-order MAML) and F'
+    the Fisher of each adapted policy. J v and Jᵀ u are Hessian-vector products of the inner
+    loss through a kept graph; F' u is a Hessian-vector product of the KL at θ'. With
+    ``fraction`` < 1 every product uses one random subsample of each task's support and
+    query episodes, drawn once per update (standard TRPO's subsampled curvature, rllab's ``subsample_factor``);
+    ``fraction = 1`` gives the exact product and reuses ``adaptation``, the differentiable
+    inner loop already built from θ.
+    """
+    point = {k: v.detach().requires_grad_() for k, v in adaptation.adapted.items()}
+    query = subsample_episodes(objective.query, fraction, generator)
+    with torch.enable_grad():
+        if query is not objective.query:
+            supports = [subsample_episodes(s, fraction, generator) for s in objective.supports]
+            adaptation = objective.adapt(theta, supports)
+        _, kl = objective.surrogate_and_kl(point, query)
+        grad_kl = torch.autograd.grad(kl, list(point.values()), create_graph=True)
+    num_tasks = objective.query.shape[0]
+
+    def fvp(v: Vector) -> Vector:
+        with torch.enable_grad():
+            per_task = {k: x.expand(num_tasks, *x.shape) for k, x in unflat(v, theta).items()}
+            u = adaptation.jvp(per_task)
+            fu = torch.autograd.grad(grad_kl, list(point.values()), list(u.values()), retain_graph=True)
+            w = adaptation.vjp(dict(zip(u.keys(), fu)))
+        return flat(x.sum(0) for x in w.values()) + damping * v
+
+    return fvp
+
+
+@dataclass
+class TRPO:
+    """The TRPO meta-update (Schulman et al., 2015, Section 6 and App. C) on ``MetaObjective``.
+
+    Natural-gradient direction s = F⁻¹g by ``cg_iters`` steps of conjugate gradient, full step
+    √(2 max_kl / sᵀFs)·s, then a backtracking line search (ratio ``ls_backtrack_ratio``, at
+    most ``ls_max_steps`` tries) that accepts the first step that improves the surrogate with
+    KL ≤ ``max_kl``. If none does, θ is left unchanged.
+    """
+
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_max_steps: int = 15
+    ls_backtrack_ratio: float = 0.8
+    fvp_subsample: float = 0.2
+
+    def step(self, objective: MetaObjective, params: Params, adaptation, generator: torch.Generator) -> dict:
+        """Update ``params`` (the policy's live parameters) in place; return the step's statistics.
+
+        ``adaptation`` is the differentiable inner loop from θ already built while sampling.
+        """
+        with torch.enable_grad():
+            surrogate, _ = objective.surrogate_and_kl(adaptation.adapted)
+            grads = torch.autograd.grad(surrogate, list(params.values()), retain_graph=self.fvp_subsample >= 1)
+        g = flat(grads)
+        fvp = fisher_vector_product(objective, params, adaptation, self.fvp_subsample, self.cg_damping, generator)
+        direction = conjugate_gradient(fvp, g, self.cg_iters)
+        shs = direction.dot(fvp(direction)).clamp_min(1e-12)
+        full_step = torch.sqrt(2 * self.max_kl / shs) * direction
+        return self._line_search(objective, params, surrogate.item(), full_step)
+
+    @torch.no_grad()
+    def _line_search(self, objective: MetaObjective, params: Params, surrogate_before: float,
+                     full_step: Vector) -> dict:
+        old = flat(params.values()).clone()
+        for k in range(self.ls_max_steps):
+            candidate = old + self.ls_backtrack_ratio ** k * full_step
+            _assign(params, candidate)
+            surrogate, kl = objective.evaluate(params)
+            if surrogate > surrogate_before and kl <= self.max_kl:
+                return {"surrogate_before": surrogate_before, "surrogate_after": surrogate, "kl": kl,
+                        "line_search_steps": k + 1, "step_accepted": 1.0}
+        _assign(params, old)
+        return {"surrogate_before": surrogate_before, "surrogate_after": surrogate_before, "kl": 0.0,
+                "line_search_steps": self.ls_max_steps, "step_accepted": 0.0}
+
+
+def _assign(params: Params, vector: Vector) -> None:
+    for p, v in zip(params.values(), unflat(vector, params).values()):
+        p.copy_(v)

@@ -1,0 +1,140 @@
+"""Meta-training: sample a meta-batch, adapt per task, meta-update; track and checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from .advantages import compute_advantages
+from .algorithms.trpo import TRPO
+from .checkpoint import save_checkpoint
+from .envs import make_env
+from .inner import Adaptation, inner_step
+from .objective import MetaObjective
+from .policy import GaussianMLPPolicy, expand_params
+from .sampler import episode_returns, rollout
+from .tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = {"trpo": TRPO}
+
+
+def make_algorithm(algorithm_cfg: DictConfig):
+    """The outer-loop optimiser named ``algorithm.name`` with the group's settings."""
+    kwargs = {k: v for k, v in OmegaConf.to_container(algorithm_cfg).items() if k != "name"}
+    return ALGORITHMS[algorithm_cfg.name](**kwargs)
+
+
+class Trainer:
+    """MAML meta-training (Finn et al., 2017, Algorithm 3) with a pluggable outer loop.
+
+    Each meta-iteration samples ``meta_batch_size`` tasks, collects ``episodes_per_task``
+    support episodes per task with θ, adapts θ'_i by ``inner.num_steps`` VPG steps (fresh
+    episodes for each step), collects query episodes with θ'_i and updates θ on the query
+    surrogate through the inner loop.
+
+    Args:
+        cfg: the composed, validated config.
+        run_dir: where checkpoints go (the Hydra output dir).
+        tracker: MLflow tracker, or None to track nothing (tests, benchmarks).
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, tracker: Tracker | None = None):
+        self.cfg, self.run_dir, self.tracker = cfg, Path(run_dir), tracker
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.env = make_env(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task)
+        obs_dim = self.env.observation_spec["observation"].shape[-1]
+        act_dim = self.env.action_spec.shape[-1]
+        self.policy_kwargs = dict(obs_dim=obs_dim, act_dim=act_dim, hidden_sizes=tuple(cfg.policy.hidden_sizes),
+                                  activation=cfg.policy.activation, init_std=cfg.policy.init_std)
+        self.policy = GaussianMLPPolicy(**self.policy_kwargs)
+        self.algorithm = make_algorithm(cfg.algorithm)
+        self.iteration = 0
+
+    # ----------------------------------------------------------------- one meta-batch
+    def sample(self, params) -> "TensorDict":  # noqa: F821
+        episodes = rollout(self.env, self.policy, {k: v.detach() for k, v in params.items()},
+                           self.cfg.env.horizon, self.generator)
+        return compute_advantages(episodes, self.cfg.gamma, self.cfg.gae_lambda)
+
+    def meta_batch(self):
+        """Sample tasks, support episodes, the inner loop and query episodes.
+
+        Returns ``(supports, query, adaptation, timings)``: a list of ``inner.num_steps``
+        support batches and the query batch, each ``[task, episode, time]``, the
+        differentiable adaptation from θ, and seconds spent sampling and adapting.
+        """
+        cfg = self.cfg
+        tasks = self.env.sample_tasks(cfg.meta_batch_size, self.generator)
+        self.env.set_tasks(tasks)
+        adaptation = Adaptation([expand_params(self.policy.params(), cfg.meta_batch_size)], lr=cfg.inner.lr)
+        supports, t_sample, t_inner = [], 0.0, 0.0
+        for _ in range(cfg.inner.num_steps):
+            t0 = time.perf_counter()
+            supports.append(self.sample(adaptation.adapted))
+            t1 = time.perf_counter()
+            inner_step(self.policy, adaptation, supports[-1], cfg.inner.first_order)
+            t_sample, t_inner = t_sample + t1 - t0, t_inner + time.perf_counter() - t1
+        t0 = time.perf_counter()
+        query = self.sample(adaptation.adapted)
+        t_sample += time.perf_counter() - t0
+        return supports, query, adaptation, {"time_sampling": t_sample, "time_inner": t_inner}
+
+    def meta_step(self) -> dict[str, float]:
+        """One meta-iteration; returns its metrics."""
+        t_start = time.perf_counter()
+        supports, query, adaptation, metrics = self.meta_batch()
+        objective = MetaObjective(self.policy, supports, query, self.cfg.inner.lr, self.cfg.inner.first_order)
+        t0 = time.perf_counter()
+        metrics.update(self.algorithm.step(objective, self.policy.params(), adaptation, self.generator))
+        metrics["time_outer"] = time.perf_counter() - t0
+        post = episode_returns(query).mean().item()
+        metrics["post_adaptation_return"] = post
+        metrics["pre_adaptation_return"] = episode_returns(supports[0]).mean().item() if supports else post
+        steps = sum(b["mask"].sum().item() for b in [*supports, query])
+        metrics["env_steps_per_second"] = steps / max(metrics["time_sampling"], 1e-9)
+        metrics["time_iteration"] = time.perf_counter() - t_start
+        return metrics
+
+    # ----------------------------------------------------------------- the loop
+    def meta_train(self) -> float:
+        """Run the remaining meta-iterations; return the mean post-adaptation return of the last 20."""
+        cfg, recent = self.cfg, []
+        bar = tqdm(range(self.iteration, cfg.num_iterations), desc="meta-train", unit="it", dynamic_ncols=True)
+        for it in bar:
+            metrics = self.meta_step()
+            self.iteration = it + 1
+            recent = (recent + [metrics["post_adaptation_return"]])[-20:]
+            bar.set_postfix(pre=f"{metrics['pre_adaptation_return']:.1f}",
+                            post=f"{metrics['post_adaptation_return']:.1f}", kl=f"{metrics['kl']:.4f}",
+                            ls=int(metrics["line_search_steps"]), s_it=f"{metrics['time_iteration']:.2f}")
+            if not metrics["step_accepted"]:
+                log.warning("iteration %d: line search found no acceptable step; θ unchanged", it)
+            if self.tracker:
+                self.tracker.log_metrics(metrics, step=it)
+            if it % 10 == 0 or self.iteration == cfg.num_iterations:
+                log.info("iteration %d: pre %.2f post %.2f kl %.5f %.2f s", it, metrics["pre_adaptation_return"],
+                         metrics["post_adaptation_return"], metrics["kl"], metrics["time_iteration"])
+            if self.iteration % cfg.checkpoint_every == 0:
+                self.save()
+        path = self.save()
+        if self.tracker:
+            self.tracker.log_artifact(path, "checkpoint")
+        return sum(recent) / len(recent) if recent else float("nan")
+
+    def save(self) -> Path:
+        """Write ``checkpoint.pt`` in the run dir (atomically)."""
+        return save_checkpoint(self.run_dir / "checkpoint.pt", {
+            "policy": self.policy.state_dict(), "policy_kwargs": self.policy_kwargs,
+            "optimizer": getattr(self.algorithm, "state_dict", dict)(),
+            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
+            "iteration": self.iteration, "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "env": self.cfg.env.name, "baseline": self.cfg.baseline.name,
+        })
