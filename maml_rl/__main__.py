@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -25,6 +24,8 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as err:
         print(f"maml_rl: invalid config: {err}", file=sys.stderr)
         sys.exit(2)
+    import torch  # imported after validation so that bad input fails fast
+
     from .tracking import Tracker
     from .trainer import Trainer
 

@@ -69,7 +69,8 @@ def inner_step(policy: GaussianMLPPolicy, adaptation: Adaptation, episodes: Tens
     The step is differentiable w.r.t. θ (second-order MAML) unless ``first_order``, which
     treats ∇L as a constant (first-order MAML, Finn et al., 2017, Section 5.2).
     """
-    params = adaptation.params[-1]
+    # parameters that carry no graph (evaluation of a fixed θ) become leaves to differentiate
+    params = {k: p if p.requires_grad else p.detach().requires_grad_() for k, p in adaptation.params[-1].items()}
     with torch.enable_grad():
         loss = vpg_loss(policy, params, episodes).sum()
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)

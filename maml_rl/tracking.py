@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,12 +53,25 @@ class Tracker:
         self.uri = resolve_uri(cfg.tracking.uri, launch_dir)
         self.run_dir = run_dir
         mlflow.set_tracking_uri(self.uri)
-        mlflow.set_experiment(cfg.tracking.experiment)
+        mlflow.set_experiment(experiment_id=self._experiment_id(cfg.tracking.experiment))
         self.run = mlflow.start_run(run_name=f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}")
         mlflow.set_tags({"env": cfg.env.name, "algorithm": cfg.algorithm.name, "baseline": cfg.baseline.name,
                          "seed": str(cfg.seed), "git_commit": git_commit(), "output_dir": str(run_dir),
                          "mode": cfg.mode})
         mlflow.log_params(flatten(cfg))
+
+    def _experiment_id(self, name: str) -> str:
+        """The experiment's id, creating it with its artifacts beside a SQLite store."""
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
+        try:
+            return mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by a concurrent job
+            return mlflow.get_experiment_by_name(name).experiment_id
 
     @property
     def run_id(self) -> str:

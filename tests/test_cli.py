@@ -1,0 +1,90 @@
+"""`python -m maml_rl` as a real subprocess against a real MLflow SQLite store."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from maml_rl.checkpoint import load_checkpoint, load_policy
+
+TINY = ["num_iterations=2", "meta_batch_size=2", "episodes_per_task=2", "env.horizon=10", "checkpoint_every=1",
+        "policy.hidden_sizes=[8,8]", "threads=1"]
+
+
+def run_cli(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "maml_rl", *overrides], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def runs_in(store: Path):
+    if not store.exists():
+        return []
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("launch")
+    proc = run_cli(cwd, *TINY, "seed=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd, proc
+
+
+def test_run_creates_one_mlflow_run_with_params_metrics_artifacts(tiny_run):
+    cwd, _ = tiny_run
+    runs = runs_in(cwd / "mlflow.db")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["inner.lr"] == "0.1" and params["meta_batch_size"] == "2" and params["env.name"] == "navigation"
+    assert params["algorithm.max_kl"] == "0.01" and params["policy.hidden_sizes"] == "[8, 8]"
+    tags = run.data.tags
+    assert (tags["env"], tags["algorithm"], tags["baseline"], tags["seed"]) == ("navigation", "trpo", "maml", "3")
+    assert Path(tags["output_dir"]).is_dir() and "git_commit" in tags
+    client = mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    for name in ["pre_adaptation_return", "post_adaptation_return", "kl", "line_search_steps", "time_sampling",
+                 "time_inner", "time_outer", "env_steps_per_second", "surrogate_before", "surrogate_after"]:
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [0, 1], name
+    post = client.get_metric_history(run.info.run_id, "post_adaptation_return")
+    assert all(-10 <= m.value <= 0 for m in post)  # horizon 10, reward ≥ −(distance ≤ 1.5 + 1)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {".hydra", "checkpoint", "maml_rl.log"} <= artifacts
+    hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, ".hydra")}
+    assert ".hydra/config.yaml" in hydra_files and ".hydra/overrides.yaml" in hydra_files
+
+
+def test_checkpoint_loads_back(tiny_run):
+    cwd, _ = tiny_run
+    (path,) = cwd.glob("outputs/*/*/checkpoint.pt")
+    state = load_checkpoint(path)
+    assert state["iteration"] == 2 and state["config"]["seed"] == 3 and state["baseline"] == "maml"
+    policy = load_policy(path)
+    mean, log_std = policy(torch.zeros(5, 2))
+    assert mean.shape == (5, 2) and log_std.shape == (2,)
+    assert [m.out_features for m in policy.mean if isinstance(m, torch.nn.Linear)] == [8, 8, 2]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("inner.lr=-0.1", "inner.lr=-0.1 is not allowed: must be > 0"),
+    ("inner.lr=0", "inner.lr=0.0 is not allowed: must be > 0"),
+    ("meta_batch_size=0", "meta_batch_size=0 is not allowed: must be >= 1"),
+    ("inner.num_steps=-1", "inner.num_steps=-1 is not allowed: must be >= 0"),
+    ("algorithm.max_kl=0", "algorithm.max_kl=0.0 is not allowed: must be > 0"),
+    ("env=nowhere", "Could not find 'env/nowhere'"),
+    ("inner.lr=fast", "inner.lr"),
+    ("meta_batch_size=2.5", "meta_batch_size"),
+])
+def test_bad_override_fails_before_any_work(tmp_path, override, message):
+    proc = run_cli(tmp_path, *TINY, override)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    value = override.split("=", 1)[1]
+    assert value in proc.stderr  # the message names the bad value
+    assert runs_in(tmp_path / "mlflow.db") == []
+    assert not list(tmp_path.glob("**/checkpoint.pt"))
