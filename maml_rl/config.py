@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -42,7 +42,7 @@ class TRPOConfig(AlgorithmConfig):
     cg_damping: float = 1e-5
     ls_max_steps: int = 15
     ls_backtrack_ratio: float = 0.8
-    fvp_subsample: float = 0.2
+    fvp_subsample: float = 0.1
 
 
 @dataclass
@@ -69,7 +69,7 @@ class PolicyConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: Optional[str] = None
+    uri: str | None = None
     experiment: str = "maml_rl"
 
 

@@ -44,6 +44,10 @@ class GaussianMLPPolicy(nn.Module):
             size = hidden
         layers.append(nn.Linear(size, act_dim))
         self.mean = nn.Sequential(*layers)
+        for layer in self.mean:
+            if isinstance(layer, nn.Linear):  # rllab's MLP init (Glorot uniform, zero bias)
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
         self.obs_dim, self.act_dim = obs_dim, act_dim
 

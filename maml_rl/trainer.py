@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDict
 from tqdm import tqdm
 
 from .advantages import compute_advantages
@@ -16,7 +17,7 @@ from .checkpoint import save_checkpoint
 from .envs import make_env
 from .inner import Adaptation, inner_step
 from .objective import MetaObjective
-from .policy import GaussianMLPPolicy, expand_params
+from .policy import GaussianMLPPolicy, Params, expand_params
 from .sampler import episode_returns, rollout
 from .tracking import Tracker
 
@@ -52,14 +53,14 @@ class Trainer:
         self.env = make_env(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task)
         obs_dim = self.env.observation_spec["observation"].shape[-1]
         act_dim = self.env.action_spec.shape[-1]
-        self.policy_kwargs = dict(obs_dim=obs_dim, act_dim=act_dim, hidden_sizes=tuple(cfg.policy.hidden_sizes),
-                                  activation=cfg.policy.activation, init_std=cfg.policy.init_std)
+        self.policy_kwargs = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden_sizes": tuple(cfg.policy.hidden_sizes),
+                              "activation": cfg.policy.activation, "init_std": cfg.policy.init_std}
         self.policy = GaussianMLPPolicy(**self.policy_kwargs)
         self.algorithm = make_algorithm(cfg.algorithm)
         self.iteration = 0
 
     # ----------------------------------------------------------------- one meta-batch
-    def sample(self, params) -> "TensorDict":  # noqa: F821
+    def sample(self, params: Params) -> TensorDict:
         episodes = rollout(self.env, self.policy, {k: v.detach() for k, v in params.items()},
                            self.cfg.env.horizon, self.generator)
         return compute_advantages(episodes, self.cfg.gamma, self.cfg.gae_lambda)
@@ -100,6 +101,7 @@ class Trainer:
         metrics["pre_adaptation_return"] = episode_returns(supports[0]).mean().item() if supports else post
         steps = sum(b["mask"].sum().item() for b in [*supports, query])
         metrics["env_steps_per_second"] = steps / max(metrics["time_sampling"], 1e-9)
+        metrics["policy_std"] = self.policy.log_std.detach().exp().mean().item()
         metrics["time_iteration"] = time.perf_counter() - t_start
         return metrics
 

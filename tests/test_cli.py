@@ -16,7 +16,7 @@ TINY = ["num_iterations=2", "meta_batch_size=2", "episodes_per_task=2", "env.hor
 
 def run_cli(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "maml_rl", *overrides], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
 
 
 def runs_in(store: Path):
@@ -88,3 +88,14 @@ def test_bad_override_fails_before_any_work(tmp_path, override, message):
     assert value in proc.stderr  # the message names the bad value
     assert runs_in(tmp_path / "mlflow.db") == []
     assert not list(tmp_path.glob("**/checkpoint.pt"))
+
+
+def test_multirun_jobs_write_to_their_own_dirs_and_share_one_store(tmp_path):
+    proc = run_cli(tmp_path, "--multirun", *TINY, "num_iterations=1", "seed=0,1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checkpoints = sorted(tmp_path.glob("multirun/*/*/*/checkpoint.pt"))
+    assert [p.parent.name for p in checkpoints] == ["0", "1"]
+    runs = runs_in(tmp_path / "mlflow.db")
+    assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1"]
+    assert {Path(r.data.tags["output_dir"]) for r in runs} == {p.parent for p in checkpoints}
+    assert not (tmp_path / "outputs").exists()

@@ -109,7 +109,7 @@ class TRPO:
     cg_damping: float = 1e-5
     ls_max_steps: int = 15
     ls_backtrack_ratio: float = 0.8
-    fvp_subsample: float = 0.2
+    fvp_subsample: float = 0.1
 
     def step(self, objective: MetaObjective, params: Params, adaptation, generator: torch.Generator) -> dict:
         """Update ``params`` (the policy's live parameters) in place; return the step's statistics.
