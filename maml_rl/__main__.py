@@ -1,4 +1,4 @@
-"""``python -m maml_rl``: the single Hydra app."""
+"""``python -m maml_rl``: the single Hydra app (``mode=train`` or ``mode=evaluate``)."""
 
 from __future__ import annotations
 
@@ -16,22 +16,11 @@ log = logging.getLogger("maml_rl")
 register()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
-    """Validate the composed config, then train; returns the final post-adaptation return."""
-    try:
-        validate(cfg)
-    except ConfigError as err:
-        print(f"maml_rl: invalid config: {err}", file=sys.stderr)
-        sys.exit(2)
-    import torch  # imported after validation so that bad input fails fast
-
+def train(cfg: DictConfig, run_dir: Path) -> float:
+    """Meta-train (or, for ``baseline=random``, only initialise); returns the final post-adaptation return."""
     from .tracking import Tracker
     from .trainer import Trainer
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     tracker = Tracker(cfg, run_dir, launch_dir=Path.cwd())
     log.info("MLflow run %s in %s; outputs in %s", tracker.run_id, tracker.uri, run_dir)
     status = "FAILED"
@@ -42,6 +31,49 @@ def main(cfg: DictConfig) -> float:
         tracker.finish(status)
     log.info("final post-adaptation return (mean of the last 20 iterations): %.3f", objective)
     return objective
+
+
+def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
+    """Evaluate checkpoints into ``out_dir`` and an MLflow evaluation run; returns ``results.json``'s content."""
+    from .evaluation import EvaluationError, evaluate, format_table
+    from .tracking import Tracker, resolve_uri
+
+    try:
+        results, candidates = evaluate(cfg, out_dir, resolve_uri(cfg.tracking.uri, launch_dir))
+    except EvaluationError as err:
+        print(f"maml_rl: cannot evaluate: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(format_table(results, cfg.eval.num_steps))
+    tracker = Tracker(cfg, out_dir, launch_dir, run_name=f"evaluate-{cfg.env.name}")
+    links = {f"evaluated.{c.method}": c.run_id or c.source for c in candidates}
+    tracker.set_tags({"evaluated_runs": ",".join(c.run_id for c in candidates if c.run_id), **links})
+    for method, rows in results.items():
+        for k, r in rows.items():
+            tracker.log_metrics({f"return_{method}": r["mean"], f"ci95_{method}": r["ci95"]}, step=k)
+    for name in ("results.json", "results.csv", "adaptation_curve.png", "trajectories.png"):
+        tracker.log_artifact(out_dir / name)
+    tracker.finish()
+    log.info("evaluation written to %s (MLflow run %s)", out_dir, tracker.run_id)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Validate the composed config, then train or evaluate."""
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        print(f"maml_rl: invalid config: {err}", file=sys.stderr)
+        sys.exit(2)
+    import torch  # imported after validation so that bad input fails fast
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.mode == "evaluate":
+        run_evaluation(cfg, run_dir, Path.cwd())
+        return None
+    return train(cfg, run_dir)
 
 
 if __name__ == "__main__":

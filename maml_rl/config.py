@@ -57,7 +57,29 @@ class InnerConfig:
 
 @dataclass
 class BaselineConfig:
+    """What is trained (Finn et al., 2017, Section 5.3): MAML, or one of its comparison points.
+
+    ``train`` false: no training (the random initialisation); ``inner_loop`` false: training
+    without adaptation (pretrained, oracle); ``oracle``: the task parameters are appended to
+    the observation and the policy is evaluated without adaptation.
+    """
+
     name: str = MISSING
+    train: bool = True
+    inner_loop: bool = True
+    oracle: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """``mode=evaluate``: adaptation curves on fresh tasks (Finn et al., 2017, Section 5.3)."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    sweep_dir: str | None = None
+    include_random: bool = True
+    num_tasks: int = 40
+    num_steps: int = 3
+    seed: int = 0
 
 
 @dataclass
@@ -81,6 +103,7 @@ class Config:
     baseline: BaselineConfig = MISSING
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     mode: str = "train"
     seed: int = 0
     meta_batch_size: int = 20
@@ -92,12 +115,14 @@ class Config:
     threads: int = 0
 
 
-MODES = ("train",)
+MODES = ("train", "evaluate")
+SEED_LIMIT = 2**31  # training seeds lie below it, evaluation streams above (torch seeds use 32 bits)
 ACTIVATIONS = ("relu", "tanh")
 
 # key → (rule, allowed-text); checked in this order after Hydra's own type checks
 RULES: dict[str, tuple[Any, str]] = {
     "mode": (lambda v: v in MODES, f"one of {list(MODES)}"),
+    "seed": (lambda v: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})"),
     "meta_batch_size": (lambda v: v >= 1, ">= 1"),
     "episodes_per_task": (lambda v: v >= 1, ">= 1"),
     "num_iterations": (lambda v: v >= 0, ">= 0"),
@@ -118,6 +143,9 @@ RULES: dict[str, tuple[Any, str]] = {
     "policy.activation": (lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
     "policy.init_std": (lambda v: v > 0, "> 0"),
     "tracking.experiment": (lambda v: bool(v.strip()), "a non-empty name"),
+    "eval.num_tasks": (lambda v: v >= 2, ">= 2 (a confidence interval needs two tasks)"),
+    "eval.num_steps": (lambda v: v >= 0, ">= 0"),
+    "eval.seed": (lambda v: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})"),
 }
 
 
@@ -138,5 +166,5 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     for group, name, node in [("env", "navigation", NavigationConfig), ("algorithm", "trpo", TRPOConfig),
-                              ("inner", "vpg", InnerConfig), ("baseline", "maml", BaselineConfig)]:
+                              ("inner", "vpg", InnerConfig), ("baseline", "base", BaselineConfig)]:
         cs.store(group=f"schema/{group}", name=name, node=node, package=group)

@@ -50,6 +50,8 @@ class GaussianMLPPolicy(nn.Module):
                 nn.init.zeros_(layer.bias)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
         self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.kwargs = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden_sizes": tuple(hidden_sizes),
+                       "activation": activation, "init_std": init_std}  # rebuilds this policy
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``[..., act_dim]`` and log-std ``[act_dim]`` for observations ``[..., obs_dim]``."""

@@ -49,12 +49,13 @@ class Tracker:
         launch_dir: where the command was launched (home of the default SQLite store).
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, launch_dir: Path):
+    def __init__(self, cfg: DictConfig, run_dir: Path, launch_dir: Path, run_name: str | None = None):
         self.uri = resolve_uri(cfg.tracking.uri, launch_dir)
         self.run_dir = run_dir
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(experiment_id=self._experiment_id(cfg.tracking.experiment))
-        self.run = mlflow.start_run(run_name=f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}")
+        run_name = run_name or f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}"
+        self.run = mlflow.start_run(run_name=run_name)
         mlflow.set_tags({"env": cfg.env.name, "algorithm": cfg.algorithm.name, "baseline": cfg.baseline.name,
                          "seed": str(cfg.seed), "git_commit": git_commit(), "output_dir": str(run_dir),
                          "mode": cfg.mode})
@@ -76,6 +77,9 @@ class Tracker:
     @property
     def run_id(self) -> str:
         return self.run.info.run_id
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        mlflow.set_tags(tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics(metrics, step=step)

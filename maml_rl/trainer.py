@@ -32,6 +32,14 @@ def make_algorithm(algorithm_cfg: DictConfig):
     return ALGORITHMS[algorithm_cfg.name](**kwargs)
 
 
+def initial_policy(cfg: DictConfig, env) -> GaussianMLPPolicy:
+    """The policy θ_0 of seed ``cfg.seed`` sized for ``env`` (the random baseline's policy)."""
+    torch.manual_seed(cfg.seed)
+    return GaussianMLPPolicy(obs_dim=env.observation_spec["observation"].shape[-1], act_dim=env.action_spec.shape[-1],
+                             hidden_sizes=tuple(cfg.policy.hidden_sizes), activation=cfg.policy.activation,
+                             init_std=cfg.policy.init_std)
+
+
 class Trainer:
     """MAML meta-training (Finn et al., 2017, Algorithm 3) with a pluggable outer loop.
 
@@ -48,14 +56,11 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, tracker: Tracker | None = None):
         self.cfg, self.run_dir, self.tracker = cfg, Path(run_dir), tracker
-        torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.env = make_env(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task)
-        obs_dim = self.env.observation_spec["observation"].shape[-1]
-        act_dim = self.env.action_spec.shape[-1]
-        self.policy_kwargs = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden_sizes": tuple(cfg.policy.hidden_sizes),
-                              "activation": cfg.policy.activation, "init_std": cfg.policy.init_std}
-        self.policy = GaussianMLPPolicy(**self.policy_kwargs)
+        self.oracle = cfg.env.oracle or cfg.baseline.oracle
+        self.num_inner_steps = cfg.inner.num_steps if cfg.baseline.inner_loop else 0
+        self.env = make_env(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task, self.oracle)
+        self.policy = initial_policy(cfg, self.env)
         self.algorithm = make_algorithm(cfg.algorithm)
         self.iteration = 0
 
@@ -68,8 +73,8 @@ class Trainer:
     def meta_batch(self):
         """Sample tasks, support episodes, the inner loop and query episodes.
 
-        Returns ``(supports, query, adaptation, timings)``: a list of ``inner.num_steps``
-        support batches and the query batch, each ``[task, episode, time]``, the
+        Returns ``(supports, query, adaptation, timings)``: a list of one support batch per
+        inner step (none for the baselines trained without an inner loop) and the query batch, each ``[task, episode, time]``, the
         differentiable adaptation from θ, and seconds spent sampling and adapting.
         """
         cfg = self.cfg
@@ -77,7 +82,7 @@ class Trainer:
         self.env.set_tasks(tasks)
         adaptation = Adaptation([expand_params(self.policy.params(), cfg.meta_batch_size)], lr=cfg.inner.lr)
         supports, t_sample, t_inner = [], 0.0, 0.0
-        for _ in range(cfg.inner.num_steps):
+        for _ in range(self.num_inner_steps):
             t0 = time.perf_counter()
             supports.append(self.sample(adaptation.adapted))
             t1 = time.perf_counter()
@@ -109,7 +114,8 @@ class Trainer:
     def meta_train(self) -> float:
         """Run the remaining meta-iterations; return the mean post-adaptation return of the last 20."""
         cfg, recent = self.cfg, []
-        bar = tqdm(range(self.iteration, cfg.num_iterations), desc="meta-train", unit="it", dynamic_ncols=True)
+        last = cfg.num_iterations if cfg.baseline.train else self.iteration  # random: no training
+        bar = tqdm(range(self.iteration, last), desc="meta-train", unit="it", dynamic_ncols=True)
         for it in bar:
             metrics = self.meta_step()
             self.iteration = it + 1
@@ -121,7 +127,7 @@ class Trainer:
                 log.warning("iteration %d: line search found no acceptable step; θ unchanged", it)
             if self.tracker:
                 self.tracker.log_metrics(metrics, step=it)
-            if it % 10 == 0 or self.iteration == cfg.num_iterations:
+            if it % 10 == 0 or self.iteration == last:
                 log.info("iteration %d: pre %.2f post %.2f kl %.5f %.2f s", it, metrics["pre_adaptation_return"],
                          metrics["post_adaptation_return"], metrics["kl"], metrics["time_iteration"])
             if self.iteration % cfg.checkpoint_every == 0:
@@ -134,9 +140,10 @@ class Trainer:
     def save(self) -> Path:
         """Write ``checkpoint.pt`` in the run dir (atomically)."""
         return save_checkpoint(self.run_dir / "checkpoint.pt", {
-            "policy": self.policy.state_dict(), "policy_kwargs": self.policy_kwargs,
+            "policy": self.policy.state_dict(), "policy_kwargs": self.policy.kwargs,
             "optimizer": getattr(self.algorithm, "state_dict", dict)(),
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
             "iteration": self.iteration, "config": OmegaConf.to_container(self.cfg, resolve=True),
-            "env": self.cfg.env.name, "baseline": self.cfg.baseline.name,
+            "env": self.cfg.env.name, "baseline": self.cfg.baseline.name, "oracle": self.oracle,
+            "mlflow_run_id": self.tracker.run_id if self.tracker else None,
         })

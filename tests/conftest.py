@@ -1,8 +1,23 @@
+from pathlib import Path
+
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from tensordict import TensorDict
 
+from maml_rl.config import register
 from maml_rl.policy import GaussianMLPPolicy
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+TINY = ["num_iterations=2", "meta_batch_size=2", "episodes_per_task=2", "env.horizon=10", "checkpoint_every=1",
+        "policy.hidden_sizes=[8,8]", "threads=1"]
+register()
+
+
+def composed(*overrides, hydra=False):
+    """The app's config composed by Hydra with ``overrides``."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def random_episodes(policy: GaussianMLPPolicy, tasks=3, episodes=4, horizon=5, seed=0) -> TensorDict:

@@ -10,8 +10,7 @@ import torch
 
 from maml_rl.checkpoint import load_checkpoint, load_policy
 
-TINY = ["num_iterations=2", "meta_batch_size=2", "episodes_per_task=2", "env.horizon=10", "checkpoint_every=1",
-        "policy.hidden_sizes=[8,8]", "threads=1"]
+from .conftest import TINY
 
 
 def run_cli(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -1,20 +1,11 @@
 """Real Hydra composition of the app's config, and a short meta-training run that must learn."""
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 
-from maml_rl.config import ConfigError, register, validate
+from maml_rl.config import ConfigError, validate
 from maml_rl.trainer import Trainer
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-register()
-
-
-def composed(*overrides, hydra=False):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+from .conftest import composed
 
 
 def test_defaults_are_the_papers_navigation_setting():

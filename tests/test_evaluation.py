@@ -1,0 +1,124 @@
+"""Baselines (pretrained, oracle, random) and mode=evaluate: protocol, outputs, bad input."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from maml_rl.checkpoint import load_checkpoint, save_checkpoint
+from maml_rl.envs.navigation import Navigation2DEnv
+from maml_rl.evaluation import evaluation_generator, random_candidate
+from maml_rl.trainer import Trainer
+
+from .conftest import TINY, composed
+from .test_cli import run_cli, runs_in
+
+
+def test_pretrained_training_never_runs_the_inner_loop(tmp_path):
+    trainer = Trainer(composed(*TINY, "baseline=pretrained"), tmp_path)
+    supports, _, adaptation, timings = trainer.meta_batch()
+    assert supports == [] and adaptation.grads == [] and len(adaptation.params) == 1
+    assert timings["time_inner"] == 0.0
+    metrics = trainer.meta_step()
+    assert metrics["pre_adaptation_return"] == metrics["post_adaptation_return"]
+
+
+def test_oracle_observations_carry_the_task_parameters(tmp_path):
+    trainer = Trainer(composed(*TINY, "baseline=oracle"), tmp_path)
+    assert trainer.policy.obs_dim == 4 and trainer.num_inner_steps == 0
+    _, query, _, _ = trainer.meta_batch()
+    goals = trainer.env.goals
+    assert torch.equal(query["observation"][..., 2:], goals[:, None, None, :].expand_as(query["observation"][..., 2:]))
+
+
+def test_random_baseline_is_reproducible_from_its_seed(tmp_path):
+    cfg = composed(*TINY, "baseline=random", "seed=5")
+    Trainer(cfg, tmp_path).meta_train()
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["iteration"] == 0 and state["baseline"] == "random"
+    again = random_candidate(cfg).policy.state_dict()
+    other = random_candidate(composed(*TINY, "seed=6")).policy.state_dict()
+    assert all(torch.equal(state["policy"][k], v) for k, v in again.items())
+    assert not all(torch.equal(state["policy"][k], v) for k, v in other.items())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_evaluation_tasks_never_coincide_with_training_tasks(seed):
+    training = Navigation2DEnv.sample_tasks(10000, torch.Generator().manual_seed(seed))
+    evaluation = Navigation2DEnv.sample_tasks(40, evaluation_generator(seed))
+    assert torch.cdist(evaluation, training).min() > 0
+
+
+@pytest.fixture(scope="module")
+def fig4_sweep(tmp_path_factory):
+    """The Figure 4 preset as one command, with a tiny budget."""
+    cwd = tmp_path_factory.mktemp("fig4")
+    proc = run_cli(cwd, "--multirun", "+experiment=navigation_fig4", *TINY, "eval.num_tasks=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = cwd.glob("multirun/*/*")
+    return cwd, sweep, proc
+
+
+def test_fig4_preset_trains_three_baselines_and_evaluates_four(fig4_sweep):
+    _, sweep, proc = fig4_sweep
+    baselines = sorted(load_checkpoint(p)["baseline"] for p in sweep.glob("*/checkpoint.pt"))
+    assert baselines == ["maml", "oracle", "pretrained"]
+    results = json.loads((sweep / "evaluation" / "results.json").read_text())
+    assert list(results) == ["maml", "pretrained", "random", "oracle"]
+    for method, rows in results.items():
+        assert list(rows) == (["0"] if method == "oracle" else ["0", "1", "2", "3"])
+        for row in rows.values():
+            assert set(row) == {"mean", "ci95", "n_tasks"} and row["n_tasks"] == 5
+            assert -10 <= row["mean"] <= 0 and row["ci95"] >= 0
+    for name in ("results.csv", "adaptation_curve.png", "trajectories.png"):
+        assert (sweep / "evaluation" / name).stat().st_size > 0
+    assert "k=3" in proc.stdout and "pretrained" in proc.stdout  # the table in the terminal
+
+
+def test_evaluation_run_in_mlflow_links_the_evaluated_runs(fig4_sweep):
+    cwd, _, _ = fig4_sweep
+    runs = runs_in(cwd / "mlflow.db")
+    training = {r.data.tags["baseline"]: r.info.run_id for r in runs if r.data.tags["mode"] == "train"}
+    (evaluation,) = [r for r in runs if r.data.tags["mode"] == "evaluate"]
+    assert set(evaluation.data.tags["evaluated_runs"].split(",")) == set(training.values())
+    for method, run_id in training.items():
+        assert evaluation.data.tags[f"evaluated.{method}"] == run_id
+    client = mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    artifacts = {a.path for a in client.list_artifacts(evaluation.info.run_id)}
+    assert {"results.json", "results.csv", "adaptation_curve.png", "trajectories.png"} <= artifacts
+    assert [m.step for m in client.get_metric_history(evaluation.info.run_id, "return_maml")] == [0, 1, 2, 3]
+
+
+def test_evaluate_accepts_mlflow_run_ids(fig4_sweep, tmp_path):
+    cwd, _, _ = fig4_sweep
+    maml_id = next(r.info.run_id for r in runs_in(cwd / "mlflow.db") if r.data.tags.get("baseline") == "maml"
+                   and r.data.tags["mode"] == "train")
+    proc = run_cli(cwd, "mode=evaluate", f"eval.checkpoints=[{maml_id}]", "eval.include_random=false",
+                   "eval.num_tasks=3", "eval.num_steps=1", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (out,) = [p for p in cwd.glob("outputs/*/*") if (p / "results.json").exists()]
+    assert list(json.loads((out / "results.json").read_text())) == ["maml"]
+
+
+def bad_checkpoint(fig4_sweep, tmp_path: Path, **changes) -> Path:
+    _, sweep, _ = fig4_sweep
+    (oracle,) = [p for p in sweep.glob("*/checkpoint.pt") if load_checkpoint(p)["baseline"] == "oracle"]
+    state = load_checkpoint(oracle)
+    state.update(changes)
+    return save_checkpoint(tmp_path / "bad" / "checkpoint.pt", state)
+
+
+@pytest.mark.parametrize("case", ["missing", "other_env", "obs_size"])
+def test_bad_checkpoint_fails_naming_file_and_mismatch(fig4_sweep, tmp_path, case):
+    if case == "missing":
+        path, expected = tmp_path / "nowhere" / "checkpoint.pt", "no such file"
+    elif case == "other_env":
+        path, expected = bad_checkpoint(fig4_sweep, tmp_path, env="ant"), "trained on env 'ant'"
+    else:  # an oracle policy (4 inputs) presented as a plain one (2 observations)
+        path, expected = bad_checkpoint(fig4_sweep, tmp_path, oracle=False), "expects observations of size 4"
+    proc = run_cli(tmp_path, "mode=evaluate", f"eval.checkpoints=[{path}]", *TINY)
+    assert proc.returncode != 0
+    assert str(path) in proc.stderr and expected in proc.stderr
+    assert runs_in(tmp_path / "mlflow.db") == []
