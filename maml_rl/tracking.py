@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
@@ -62,17 +64,21 @@ class Tracker:
         mlflow.log_params(flatten(cfg))
 
     def _experiment_id(self, name: str) -> str:
-        """The experiment's id, creating it with its artifacts beside a SQLite store."""
-        experiment = mlflow.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = None
-        if self.uri.startswith("sqlite:///"):
-            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
-        try:
-            return mlflow.create_experiment(name, artifact_location=location)
-        except MlflowException:  # created meanwhile by a concurrent job
-            return mlflow.get_experiment_by_name(name).experiment_id
+        """The experiment's id, creating it (with its artifacts beside a SQLite store) if needed.
+
+        For a SQLite store, a file lock serialises the first contact, in which MLflow creates
+        the tables, and the experiment's creation: jobs of a sweep start at the same moment.
+        """
+        db = Path(self.uri.removeprefix("sqlite:///")) if self.uri.startswith("sqlite:///") else None
+        with FileLock(f"{db}.lock") if db else nullcontext():
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            location = (db.parent / "mlruns").as_uri() if db else None
+            try:
+                return mlflow.create_experiment(name, artifact_location=location)
+            except MlflowException:  # created meanwhile by a job on another tracking client
+                return mlflow.get_experiment_by_name(name).experiment_id
 
     @property
     def run_id(self) -> str:

@@ -77,6 +77,18 @@ def test_fig4_preset_trains_three_baselines_and_evaluates_four(fig4_sweep):
     assert "k=3" in proc.stdout and "pretrained" in proc.stdout  # the table in the terminal
 
 
+def test_fig4_preset_with_the_submitit_launcher(tmp_path):
+    """Three jobs start at once on a new SQLite store; the evaluation waits for all of them."""
+    proc = run_cli(tmp_path, "--multirun", "+experiment=navigation_fig4", "hydra/launcher=submitit_local", *TINY,
+                   "eval.num_tasks=3", "eval.num_steps=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("multirun/*/*")
+    results = json.loads((sweep / "evaluation" / "results.json").read_text())
+    assert list(results) == ["maml", "pretrained", "random", "oracle"]
+    modes = sorted(r.data.tags["mode"] for r in runs_in(tmp_path / "mlflow.db"))
+    assert modes == ["evaluate", "train", "train", "train"]
+
+
 def test_evaluation_run_in_mlflow_links_the_evaluated_runs(fig4_sweep):
     cwd, _, _ = fig4_sweep
     runs = runs_in(cwd / "mlflow.db")
