@@ -16,16 +16,56 @@ log = logging.getLogger("maml_rl")
 register()
 
 
+def resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict, Path] | None:
+    """The checkpoint to continue from, and its run dir.
+
+    ``resume=<run dir | checkpoint | MLflow run id>`` names it; otherwise a checkpoint already in
+    this job's own output dir (a requeued cluster job) is continued.
+
+    Raises:
+        SystemExit: if ``resume`` names nothing loadable (message names it).
+    """
+    from .checkpoint import load_checkpoint
+    from .evaluation import EvaluationError, resolve
+    from .tracking import resolve_uri
+
+    if cfg.resume:
+        try:
+            path = resolve(cfg.resume, resolve_uri(cfg.tracking.uri, Path.cwd()))
+            state = load_checkpoint(path)
+        except (EvaluationError, ValueError, OSError) as err:
+            print(f"maml_rl: cannot resume from {cfg.resume}: {err}", file=sys.stderr)
+            sys.exit(2)
+        original = Path(state.get("run_dir") or path.parent)  # a run id's checkpoint is a downloaded copy
+        return state, original if original.is_dir() else path.parent
+    if (run_dir / "checkpoint.pt").is_file():
+        return load_checkpoint(run_dir / "checkpoint.pt"), run_dir
+    return None
+
+
 def train(cfg: DictConfig, run_dir: Path) -> float:
     """Meta-train (or, for ``baseline=random``, only initialise); returns the final post-adaptation return."""
+    from omegaconf import OmegaConf
+
     from .tracking import Tracker
     from .trainer import Trainer
 
-    tracker = Tracker(cfg, run_dir, launch_dir=Path.cwd())
+    resumed = resume_state(cfg, run_dir)
+    if resumed:
+        state, run_dir = resumed
+        cfg = OmegaConf.create(state["config"])
+        link = (state["tracking_uri"], state["mlflow_run_id"]) if state.get("mlflow_run_id") else None
+        tracker = Tracker(cfg, run_dir, Path.cwd(), resume=link)
+        log.info("resuming %s at iteration %d", run_dir, state["iteration"])
+    else:
+        tracker = Tracker(cfg, run_dir, launch_dir=Path.cwd())
     log.info("MLflow run %s in %s; outputs in %s", tracker.run_id, tracker.uri, run_dir)
     status = "FAILED"
     try:
-        objective = Trainer(cfg, run_dir, tracker).meta_train()
+        trainer = Trainer(cfg, run_dir, tracker)
+        if resumed:
+            trainer.load_state(resumed[0])
+        objective = trainer.meta_train()
         status = "FINISHED"
     finally:
         tracker.finish(status)

@@ -105,6 +105,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mode: str = "train"
+    resume: str | None = None
     seed: int = 0
     meta_batch_size: int = 20
     episodes_per_task: int = 20

@@ -49,11 +49,19 @@ class Tracker:
         cfg: the composed config (logged as params).
         run_dir: the job's Hydra output dir (tag ``output_dir``; its ``.hydra/`` is logged).
         launch_dir: where the command was launched (home of the default SQLite store).
+        run_name: the MLflow run name (default ``<baseline>-<algorithm>-<env>-s<seed>``).
+        resume: ``(tracking uri, run id)`` of a run to continue instead of starting one.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, launch_dir: Path, run_name: str | None = None):
-        self.uri = resolve_uri(cfg.tracking.uri, launch_dir)
+    def __init__(self, cfg: DictConfig, run_dir: Path, launch_dir: Path, run_name: str | None = None,
+                 resume: tuple[str, str] | None = None):
         self.run_dir = run_dir
+        if resume:  # (tracking uri, run id): continue that run; its params and tags are already there
+            self.uri = resume[0]
+            mlflow.set_tracking_uri(self.uri)
+            self.run = mlflow.start_run(run_id=resume[1])
+            return
+        self.uri = resolve_uri(cfg.tracking.uri, launch_dir)
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(experiment_id=self._experiment_id(cfg.tracking.experiment))
         run_name = run_name or f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}"

@@ -63,6 +63,7 @@ class Trainer:
         self.policy = initial_policy(cfg, self.env)
         self.algorithm = make_algorithm(cfg.algorithm)
         self.iteration = 0
+        self.recent: list[float] = []  # post-adaptation returns of the last 20 iterations
 
     # ----------------------------------------------------------------- one meta-batch
     def sample(self, params: Params) -> TensorDict:
@@ -73,9 +74,10 @@ class Trainer:
     def meta_batch(self):
         """Sample tasks, support episodes, the inner loop and query episodes.
 
-        Returns ``(supports, query, adaptation, timings)``: a list of one support batch per
-        inner step (none for the baselines trained without an inner loop) and the query batch, each ``[task, episode, time]``, the
-        differentiable adaptation from θ, and seconds spent sampling and adapting.
+        Returns ``(supports, query, adaptation, timings)``: one support batch per inner step
+        (none for the baselines trained without an inner loop), the query batch, each
+        ``[task, episode, time]``, the differentiable adaptation from θ, and seconds spent
+        sampling and adapting.
         """
         cfg = self.cfg
         tasks = self.env.sample_tasks(cfg.meta_batch_size, self.generator)
@@ -113,13 +115,13 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
     def meta_train(self) -> float:
         """Run the remaining meta-iterations; return the mean post-adaptation return of the last 20."""
-        cfg, recent = self.cfg, []
+        cfg = self.cfg
         last = cfg.num_iterations if cfg.baseline.train else self.iteration  # random: no training
         bar = tqdm(range(self.iteration, last), desc="meta-train", unit="it", dynamic_ncols=True)
         for it in bar:
             metrics = self.meta_step()
             self.iteration = it + 1
-            recent = (recent + [metrics["post_adaptation_return"]])[-20:]
+            self.recent = (self.recent + [metrics["post_adaptation_return"]])[-20:]
             bar.set_postfix(pre=f"{metrics['pre_adaptation_return']:.1f}",
                             post=f"{metrics['post_adaptation_return']:.1f}", kl=f"{metrics['kl']:.4f}",
                             ls=int(metrics["line_search_steps"]), s_it=f"{metrics['time_iteration']:.2f}")
@@ -135,7 +137,7 @@ class Trainer:
         path = self.save()
         if self.tracker:
             self.tracker.log_artifact(path, "checkpoint")
-        return sum(recent) / len(recent) if recent else float("nan")
+        return sum(self.recent) / len(self.recent) if self.recent else float("nan")
 
     def save(self) -> Path:
         """Write ``checkpoint.pt`` in the run dir (atomically)."""
@@ -146,4 +148,18 @@ class Trainer:
             "iteration": self.iteration, "config": OmegaConf.to_container(self.cfg, resolve=True),
             "env": self.cfg.env.name, "baseline": self.cfg.baseline.name, "oracle": self.oracle,
             "mlflow_run_id": self.tracker.run_id if self.tracker else None,
+            "tracking_uri": self.tracker.uri if self.tracker else None, "recent_post": self.recent,
+            "run_dir": str(self.run_dir.resolve()),
         })
+
+    def load_state(self, state: dict) -> None:
+        """Continue from a checkpoint: θ, optimiser and RNG states, iteration.
+
+        The next iterations are then bit-identical (on CPU) to those of the uninterrupted run.
+        """
+        self.policy.load_state_dict(state["policy"])
+        if hasattr(self.algorithm, "load_state_dict"):
+            self.algorithm.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        self.iteration, self.recent = state["iteration"], list(state.get("recent_post", []))

@@ -1,0 +1,67 @@
+"""Resuming from a checkpoint continues the same run and ends where the uninterrupted run ends."""
+
+from pathlib import Path
+
+import mlflow
+import torch
+
+from maml_rl.checkpoint import load_checkpoint, save_checkpoint
+from maml_rl.trainer import Trainer
+
+from .conftest import TINY, composed
+from .test_cli import run_cli, runs_in
+
+
+def test_load_state_continues_bit_identically(tmp_path):
+    cfg = composed(*TINY, "num_iterations=4")
+    uninterrupted = Trainer(cfg, tmp_path / "a")
+    uninterrupted.meta_train()
+    interrupted = Trainer(cfg, tmp_path / "b")
+    for _ in range(2):
+        interrupted.meta_step()
+        interrupted.iteration += 1
+    interrupted.save()
+    resumed = Trainer(cfg, tmp_path / "b")
+    resumed.load_state(load_checkpoint(tmp_path / "b" / "checkpoint.pt"))
+    resumed.meta_train()
+    for (name, a), b in zip(uninterrupted.policy.state_dict().items(), resumed.policy.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_cli_resume_continues_the_same_mlflow_run(tmp_path):
+    full = run_cli(tmp_path, *TINY, "num_iterations=4", "hydra.run.dir=full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    short = run_cli(tmp_path, *TINY, "num_iterations=2", "hydra.run.dir=cut")
+    assert short.returncode == 0, short.stderr[-3000:]
+    # the state of a 4-iteration run stopped after its checkpoint at iteration 2
+    state = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    state["config"]["num_iterations"] = 4
+    save_checkpoint(tmp_path / "cut" / "checkpoint.pt", state)
+    resumed = run_cli(tmp_path, *TINY, f"resume={tmp_path / 'cut'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert b["iteration"] == 4
+    for name, value in a["policy"].items():
+        assert torch.equal(value, b["policy"][name]), name
+    runs = runs_in(tmp_path / "mlflow.db")
+    assert len(runs) == 2  # no duplicate run for the resumed job
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    history = client.get_metric_history(state["mlflow_run_id"], "post_adaptation_return")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+
+
+def test_requeued_job_resumes_from_its_own_output_dir(tmp_path):
+    first = run_cli(tmp_path, *TINY, "num_iterations=2", "hydra.run.dir=job")
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "job" / "checkpoint.pt")
+    state["config"]["num_iterations"] = 3
+    save_checkpoint(tmp_path / "job" / "checkpoint.pt", state)
+    again = run_cli(tmp_path, *TINY, "num_iterations=3", "hydra.run.dir=job")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert load_checkpoint(Path(tmp_path / "job" / "checkpoint.pt"))["iteration"] == 3
+    assert len(runs_in(tmp_path / "mlflow.db")) == 1
+
+
+def test_resume_from_nothing_fails_clearly(tmp_path):
+    proc = run_cli(tmp_path, *TINY, f"resume={tmp_path / 'nowhere'}")
+    assert proc.returncode == 2 and "cannot resume from" in proc.stderr and "nowhere" in proc.stderr
