@@ -35,3 +35,42 @@ class EvaluateSweep(Callback):
         except Exception:  # Hydra turns callback exceptions into warnings; the sweep must fail instead
             log.exception("the evaluation of %s failed", sweep_dir)
             sys.exit(1)
+
+
+class MlflowSweep(Callback):
+    """One MLflow parent run per ``--multirun``; every job's run becomes its child.
+
+    The parent (tag ``mode=sweep``, the sweep dir as a tag, the overrides and sweeper params as
+    params) is created in the launching process before any job starts — which also creates the
+    store once — and its id is written to ``<sweep dir>/mlflow_parent_run_id``, where each job
+    (local or on a cluster node) finds it. The parent is marked finished when the sweep ends.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        import mlflow
+
+        from .tracking import PARENT_FILE, experiment_id, resolve_uri, retry_locked
+
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        uri = resolve_uri(config.tracking.uri, Path.cwd())
+        client = mlflow.MlflowClient(uri)
+        run = retry_locked(client.create_run, experiment_id(uri, config.tracking.experiment),
+                           run_name=f"sweep-{sweep_dir.parent.name}-{sweep_dir.name}",
+                           tags={"mode": "sweep", "sweep_dir": str(sweep_dir), "env": config.env.name})
+        sweeper_params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+        params = {"overrides": " ".join(config.hydra.overrides.task)[:6000],
+                  **{f"sweep.{k}": str(v)[:6000] for k, v in sweeper_params.items()}}
+        for key, value in params.items():
+            retry_locked(client.log_param, run.info.run_id, key, value)
+        (sweep_dir / PARENT_FILE).write_text(run.info.run_id)
+        self.uri, self.run_id = uri, run.info.run_id
+        log.info("MLflow parent run %s for sweep %s", run.info.run_id, sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        import mlflow
+
+        from .tracking import retry_locked
+
+        if getattr(self, "run_id", None):
+            retry_locked(mlflow.MlflowClient(self.uri).set_terminated, self.run_id, "FINISHED")

@@ -95,6 +95,23 @@ def test_multirun_jobs_write_to_their_own_dirs_and_share_one_store(tmp_path):
     checkpoints = sorted(tmp_path.glob("multirun/*/*/*/checkpoint.pt"))
     assert [p.parent.name for p in checkpoints] == ["0", "1"]
     runs = runs_in(tmp_path / "mlflow.db")
-    assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1"]
-    assert {Path(r.data.tags["output_dir"]) for r in runs} == {p.parent for p in checkpoints}
+    (parent,) = [r for r in runs if r.data.tags["mode"] == "sweep"]
+    children = [r for r in runs if r.data.tags["mode"] == "train"]
+    assert sorted(r.data.tags["seed"] for r in children) == ["0", "1"]
+    assert {Path(r.data.tags["output_dir"]) for r in children} == {p.parent for p in checkpoints}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert parent.info.status == "FINISHED" and "seed=0,1" in parent.data.params["overrides"]
+    assert Path(parent.data.tags["sweep_dir"]) == checkpoints[0].parent.parent
     assert not (tmp_path / "outputs").exists()
+
+
+def test_optuna_preset_searches_inner_lr_and_max_kl(tmp_path):
+    proc = run_cli(tmp_path, "--multirun", "+experiment=navigation_optuna", "hydra.sweeper.n_trials=2", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("multirun/*/*")
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "inner.lr" in best and "algorithm.max_kl" in best and "best_value" in best
+    runs = runs_in(tmp_path / "mlflow.db")
+    trials = [r for r in runs if r.data.tags["mode"] == "train"]
+    assert len(trials) == 2 and len({r.data.params["inner.lr"] for r in trials}) == 2
+    assert len({r.data.tags["mlflow.parentRunId"] for r in trials}) == 1

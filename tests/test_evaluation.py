@@ -86,7 +86,7 @@ def test_fig4_preset_with_the_submitit_launcher(tmp_path):
     results = json.loads((sweep / "evaluation" / "results.json").read_text())
     assert list(results) == ["maml", "pretrained", "random", "oracle"]
     modes = sorted(r.data.tags["mode"] for r in runs_in(tmp_path / "mlflow.db"))
-    assert modes == ["evaluate", "train", "train", "train"]
+    assert modes == ["evaluate", "sweep", "train", "train", "train"]
 
 
 def test_evaluation_run_in_mlflow_links_the_evaluated_runs(fig4_sweep):
