@@ -1,5 +1,7 @@
 """Resuming from a checkpoint continues the same run and ends where the uninterrupted run ends."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -65,3 +67,24 @@ def test_requeued_job_resumes_from_its_own_output_dir(tmp_path):
 def test_resume_from_nothing_fails_clearly(tmp_path):
     proc = run_cli(tmp_path, *TINY, f"resume={tmp_path / 'nowhere'}")
     assert proc.returncode == 2 and "cannot resume from" in proc.stderr and "nowhere" in proc.stderr
+
+
+def test_a_checkpoint_write_that_dies_midway_leaves_the_previous_one(tmp_path):
+    path = save_checkpoint(tmp_path / "checkpoint.pt", {"policy": {"w": torch.ones(3)}, "iteration": 7})
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], capture_output=True, timeout=120,
+                            check=False)
+    assert killed.returncode == -9  # SIGKILL in the middle of torch.save
+    state = load_checkpoint(path)
+    assert state["iteration"] == 7 and torch.equal(state["policy"]["w"], torch.ones(3))
+
+
+KILLED_WRITER = """
+import os, signal, sys, torch
+from maml_rl.checkpoint import save_checkpoint
+
+class DiesWhilePickled:
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+save_checkpoint(sys.argv[1], {"policy": {"w": torch.zeros(1000)}, "iteration": 8, "x": DiesWhilePickled()})
+"""
