@@ -25,15 +25,14 @@ def resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict, Path] | None:
     Raises:
         SystemExit: if ``resume`` names nothing loadable (message names it).
     """
-    from .checkpoint import load_checkpoint
-    from .evaluation import EvaluationError, resolve
+    from .checkpoint import load_checkpoint, resolve_checkpoint
     from .tracking import resolve_uri
 
     if cfg.resume:
         try:
-            path = resolve(cfg.resume, resolve_uri(cfg.tracking.uri, Path.cwd()))
+            path = resolve_checkpoint(cfg.resume, resolve_uri(cfg.tracking.uri, Path.cwd()))
             state = load_checkpoint(path)
-        except (EvaluationError, ValueError, OSError) as err:
+        except (ValueError, OSError) as err:
             print(f"maml_rl: cannot resume from {cfg.resume}: {err}", file=sys.stderr)
             sys.exit(2)
         original = Path(state.get("run_dir") or path.parent)  # a run id's checkpoint is a downloaded copy

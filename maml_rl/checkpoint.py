@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from .policy import GaussianMLPPolicy
 
 FORMAT_VERSION = 1
+RUN_ID = re.compile(r"^(runs:/)?([0-9a-f]{32})/?$")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
@@ -43,6 +45,30 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or "format_version" not in state or "policy" not in state:
         raise ValueError(f"{path} is not a maml_rl checkpoint")
     return state
+
+
+def resolve_checkpoint(reference: str, tracking_uri: str) -> Path:
+    """A checkpoint path, or an MLflow run id (``<32 hex>`` or ``runs:/<id>``) → its final checkpoint.
+
+    Raises:
+        FileNotFoundError: if the path does not exist and is not a run id, or the run has no checkpoint.
+    """
+    path = Path(reference)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if path.is_file():
+        return path
+    match = RUN_ID.match(reference)
+    if not match:
+        raise FileNotFoundError(f"checkpoint {reference}: no such file, and not an MLflow run id")
+    import mlflow
+
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=match.group(2), artifact_path="checkpoint/checkpoint.pt",
+                                                    tracking_uri=tracking_uri)
+    except Exception as err:  # mlflow raises several types for a missing run or artifact
+        raise FileNotFoundError(f"checkpoint of MLflow run {match.group(2)}: cannot be fetched ({err})") from err
+    return Path(local)
 
 
 def load_policy(path: str | os.PathLike) -> GaussianMLPPolicy:

@@ -13,7 +13,6 @@ import csv
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from .advantages import compute_advantages
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import SEED_LIMIT
 from .envs import make_env
 from .inner import Adaptation, inner_step
@@ -35,7 +34,6 @@ import matplotlib.pyplot as plt
 log = logging.getLogger(__name__)
 
 METHODS = ("maml", "pretrained", "random", "oracle")
-RUN_ID = re.compile(r"^(runs:/)?([0-9a-f]{32})/?$")
 
 
 class EvaluationError(ValueError):
@@ -58,41 +56,18 @@ def evaluation_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(SEED_LIMIT + seed)
 
 
-def resolve(reference: str, tracking_uri: str) -> Path:
-    """A checkpoint path, or an MLflow run id (``<32 hex>`` or ``runs:/<id>``) → its final checkpoint.
-
-    Raises:
-        EvaluationError: if the path does not exist and is not a run id, or the run has no checkpoint.
-    """
-    path = Path(reference)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if path.is_file():
-        return path
-    match = RUN_ID.match(reference)
-    if not match:
-        raise EvaluationError(f"checkpoint {reference}: no such file, and not an MLflow run id")
-    import mlflow
-
-    try:
-        local = mlflow.artifacts.download_artifacts(run_id=match.group(2), artifact_path="checkpoint/checkpoint.pt",
-                                                    tracking_uri=tracking_uri)
-    except Exception as err:  # mlflow raises several types for a missing run or artifact
-        raise EvaluationError(f"checkpoint of MLflow run {match.group(2)}: cannot be fetched ({err})") from err
-    return Path(local)
-
-
 def load_candidate(reference: str, cfg: DictConfig, tracking_uri: str) -> Candidate:
     """Load and check one checkpoint against the evaluation env.
 
     Raises:
         EvaluationError: missing file, another env, or an observation size that does not fit.
     """
-    path = resolve(reference, tracking_uri)
     try:
+        path = resolve_checkpoint(reference, tracking_uri)
         state = load_checkpoint(path)
-    except (ValueError, RuntimeError, OSError) as err:
-        raise EvaluationError(f"checkpoint {path}: {err}") from err
+    except (ValueError, RuntimeError, OSError) as err:  # missing, unreadable or not a checkpoint
+        message = str(err) if reference in str(err) else f"checkpoint {reference}: {err}"
+        raise EvaluationError(message) from err
     if state["env"] != cfg.env.name:
         raise EvaluationError(f"checkpoint {path} was trained on env {state['env']!r}, "
                               f"but the evaluation env is {cfg.env.name!r}")
