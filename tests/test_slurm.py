@@ -4,6 +4,7 @@ The cluster comes from tests/slurm/start-local-slurm.sh (installs Debian's slurm
 when missing) and is stopped afterwards. Without root or apt-get the tests skip, saying why.
 """
 
+import json
 import os
 import re
 import shutil
@@ -105,3 +106,12 @@ def test_requeued_job_resumes_and_matches_the_uninterrupted_run(slurm_cluster, t
     assert steps == set(range(120))
     log = (tmp_path / "sweep" / "0" / "maml_rl.log").read_text()
     assert "resuming" in log
+
+
+def test_fig4_preset_evaluates_after_the_slurm_jobs(slurm_cluster, tmp_path):
+    proc = maml_rl(tmp_path, "+experiment=navigation_fig4", *SLURM, *TINY, "eval.num_tasks=3", "eval.num_steps=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("multirun/*/*")
+    assert len(list(sweep.glob("*/checkpoint.pt"))) == 3
+    assert list(json.loads((sweep / "evaluation" / "results.json").read_text())) == \
+        ["maml", "pretrained", "random", "oracle"]
