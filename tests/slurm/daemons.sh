@@ -1,0 +1,42 @@
+# daemons.sh -- helpers shared by start-local-slurm.sh and stop-local-slurm.sh (sourced; needs log()).
+
+# running PID NAME: PID exists, is not a zombie, and its comm is NAME
+# (orphaned daemons are reaped by PID 1, which in some sandboxes lags ~2s)
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ] || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+alive() {
+    local pid
+    [ -s "$2" ] || return 1
+    pid=$(cat "$2" 2>/dev/null) || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    running "$pid" "$1"
+}
+# (alive NAME PIDFILE: PIDFILE names a live, non-zombie process whose comm is NAME)
+
+# stop_daemon NAME PIDFILE: SIGTERM, wait, SIGKILL; only if alive() says it is ours
+stop_daemon() {
+    local name=$1 pf=$2 pid i
+    if alive "$name" "$pf"; then
+        pid=$(cat "$pf")
+        log "stopping $name (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 150); do
+            running "$pid" "$name" || break
+            sleep 0.2
+        done
+        if running "$pid" "$name"; then
+            log "$name (pid $pid) ignored SIGTERM for 30s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.5
+        fi
+    else
+        log "$name: not running (or not started by start-local-slurm.sh)"
+    fi
+    rm -f "$pf"
+}
