@@ -20,13 +20,13 @@ import matplotlib
 import torch
 from omegaconf import DictConfig
 
-from .advantages import compute_advantages
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import SEED_LIMIT
 from .envs import make_env
 from .inner import Adaptation, inner_step
 from .policy import GaussianMLPPolicy, expand_params
-from .sampler import episode_returns, rollout
+from .sampler import episode_returns
+from .trainer import initial_policy, sample_episodes
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -83,14 +83,12 @@ def load_candidate(reference: str, cfg: DictConfig, tracking_uri: str) -> Candid
 
 def random_candidate(cfg: DictConfig) -> Candidate:
     """The untrained policy of seed ``cfg.seed`` (the same initialisation a training run starts from)."""
-    from .trainer import initial_policy
-
     policy = initial_policy(cfg, make_env(cfg.env, 1, 1, False))
     return Candidate("random", policy, False, f"random initialisation, seed {cfg.seed}")
 
 
 def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, num_steps: int,
-                     generator: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                     generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Mean return per task after k = 0..num_steps VPG steps.
 
     Returns ``returns`` of shape ``[num_steps + 1, task]`` and, for k = 0 and k = num_steps, the
@@ -102,13 +100,11 @@ def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor,
     adaptation = Adaptation([expand_params(theta, tasks.shape[0])], lr=cfg.inner.lr)
     returns, paths = [], []
     for k in range(num_steps + 1):
-        params = {n: v.detach() for n, v in adaptation.adapted.items()}
-        episodes = rollout(env, candidate.policy, params, cfg.env.horizon, generator)
+        episodes = sample_episodes(env, candidate.policy, adaptation.adapted, cfg, generator)
         returns.append(episode_returns(episodes).mean(1))
         if k in (0, num_steps):
             paths.append((episodes["observation"][:, 0], episodes["mask"][:, 0]))
         if k < num_steps:
-            compute_advantages(episodes, cfg.gamma, cfg.gae_lambda)
             inner_step(candidate.policy, adaptation, episodes, first_order=True)
     return torch.stack(returns), paths
 
@@ -143,11 +139,11 @@ def evaluate(cfg: DictConfig, out_dir: Path, tracking_uri: str) -> tuple[dict, l
     candidates.sort(key=lambda c: METHODS.index(c.method) if c.method in METHODS else len(METHODS))
 
     tasks = make_env(cfg.env, 1, 1).sample_tasks(cfg.eval.num_tasks, evaluation_generator(cfg.eval.seed))
-    results, curves, paths = {}, {}, {}
+    results, paths = {}, {}
     for c in candidates:
         steps = 0 if c.method == "oracle" else cfg.eval.num_steps
         returns, paths[c.method] = adaptation_curve(c, cfg, tasks, steps, evaluation_generator(cfg.eval.seed + 1))
-        curves[c.method], results[c.method] = returns, summarize(returns)
+        results[c.method] = summarize(returns)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(results, out_dir)
     plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png")

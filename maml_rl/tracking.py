@@ -42,14 +42,14 @@ def retry_locked(fn, *args, attempts: int = 10, **kwargs):
     Concurrent sweep jobs share one SQLite store; a write that meets another job's lock is
     retried instead of being lost.
     """
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # MLflow wraps SQLAlchemy's OperationalError in several types
-            if "locked" not in str(err) or attempt == attempts - 1:
+            if "locked" not in str(err):
                 raise
             time.sleep(min(0.05 * 2**attempt, 2.0) * (1 + random.random()))
-    raise AssertionError("unreachable")
+    return fn(*args, **kwargs)
 
 
 def experiment_id(uri: str, name: str) -> str:

@@ -32,6 +32,13 @@ def make_algorithm(algorithm_cfg: DictConfig):
     return ALGORITHMS[algorithm_cfg.name](**kwargs)
 
 
+def sample_episodes(env, policy: GaussianMLPPolicy, params: Params, cfg: DictConfig,
+                    generator: torch.Generator) -> TensorDict:
+    """Roll out θ_i (detached) in every task of ``env`` and add advantages: ``[task, episode, time]``."""
+    episodes = rollout(env, policy, {k: v.detach() for k, v in params.items()}, cfg.env.horizon, generator)
+    return compute_advantages(episodes, cfg.gamma, cfg.gae_lambda)
+
+
 def initial_policy(cfg: DictConfig, env) -> GaussianMLPPolicy:
     """The policy θ_0 of seed ``cfg.seed`` sized for ``env`` (the random baseline's policy)."""
     torch.manual_seed(cfg.seed)
@@ -67,9 +74,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- one meta-batch
     def sample(self, params: Params) -> TensorDict:
-        episodes = rollout(self.env, self.policy, {k: v.detach() for k, v in params.items()},
-                           self.cfg.env.horizon, self.generator)
-        return compute_advantages(episodes, self.cfg.gamma, self.cfg.gae_lambda)
+        return sample_episodes(self.env, self.policy, params, self.cfg, self.generator)
 
     def meta_batch(self):
         """Sample tasks, support episodes, the inner loop and query episodes.
