@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -15,16 +15,31 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
+    """A task family and the paper's settings for it (the top-level keys default to these)."""
+
     name: str = MISSING
     horizon: int = 100
     oracle: bool = False
+    meta_batch_size: int = 20
+    episodes_per_task: int = 20
+    inner_lr: float = 0.1
+    normalize_observations: bool = False
 
 
 @dataclass
 class NavigationConfig(EnvConfig):
-    """2D navigation (Finn et al., 2017, Section 5.3): horizon 100."""
+    """2D navigation (Finn et al., 2017, Section 5.3): horizon 100, 20 tasks × 20 episodes, α = 0.1."""
 
     name: str = "navigation"
+
+
+@dataclass
+class LocomotionConfig(EnvConfig):
+    """MuJoCo locomotion (Finn et al., 2017, Section 5.3, App. A.2): horizon 200, 40 tasks, α = 0.1."""
+
+    horizon: int = 200
+    meta_batch_size: int = 40
+    normalize_observations: bool = True
 
 
 @dataclass
@@ -46,11 +61,23 @@ class TRPOConfig(AlgorithmConfig):
 
 
 @dataclass
+class PPOConfig(AlgorithmConfig):
+    """PPO outer loop (Schulman et al., 2017); defaults of ProMP's MAML-PPO (Rothfuss et al., 2019)."""
+
+    name: str = "ppo"
+    epochs: int = 5
+    lr: float = 1e-3
+    clip_eps: float = 0.3
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 0.5
+
+
+@dataclass
 class InnerConfig:
-    """The adaptation step: ``num_steps`` VPG steps of size ``lr`` (α)."""
+    """The adaptation step: ``num_steps`` VPG steps of size ``lr`` (α, the env's default)."""
 
     name: str = "vpg"
-    lr: float = 0.1
+    lr: float = II("env.inner_lr")
     num_steps: int = 1
     first_order: bool = False
 
@@ -107,8 +134,8 @@ class Config:
     mode: str = "train"
     resume: str | None = None
     seed: int = 0
-    meta_batch_size: int = 20
-    episodes_per_task: int = 20
+    meta_batch_size: int = II("env.meta_batch_size")
+    episodes_per_task: int = II("env.episodes_per_task")
     num_iterations: int = 500
     checkpoint_every: int = 50
     gamma: float = 0.99
@@ -132,6 +159,9 @@ RULES: dict[str, tuple[Any, str]] = {
     "gae_lambda": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "threads": (lambda v: v >= 0, ">= 0 (0 = all cores)"),
     "env.horizon": (lambda v: v >= 1, ">= 1"),
+    "env.meta_batch_size": (lambda v: v >= 1, ">= 1"),
+    "env.episodes_per_task": (lambda v: v >= 1, ">= 1"),
+    "env.inner_lr": (lambda v: v > 0, "> 0"),
     "inner.lr": (lambda v: v > 0, "> 0"),
     "inner.num_steps": (lambda v: v >= 0, ">= 0"),
     "algorithm.max_kl": (lambda v: v > 0, "> 0"),
@@ -140,6 +170,11 @@ RULES: dict[str, tuple[Any, str]] = {
     "algorithm.ls_max_steps": (lambda v: v >= 1, ">= 1"),
     "algorithm.ls_backtrack_ratio": (lambda v: 0 < v < 1, "in (0, 1)"),
     "algorithm.fvp_subsample": (lambda v: 0 < v <= 1, "in (0, 1] (1 = exact Fisher-vector products)"),
+    "algorithm.epochs": (lambda v: v >= 1, ">= 1"),
+    "algorithm.lr": (lambda v: v > 0, "> 0"),
+    "algorithm.clip_eps": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "algorithm.entropy_coef": (lambda v: v >= 0, ">= 0"),
+    "algorithm.max_grad_norm": (lambda v: v > 0, "> 0"),
     "policy.hidden_sizes": (lambda v: len(v) >= 1 and all(h >= 1 for h in v), "a non-empty list of sizes >= 1"),
     "policy.activation": (lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
     "policy.init_std": (lambda v: v > 0, "> 0"),
@@ -166,6 +201,7 @@ def register() -> None:
     """Put the schemas in Hydra's ConfigStore; the YAML files in ``conf/`` extend them."""
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
-    for group, name, node in [("env", "navigation", NavigationConfig), ("algorithm", "trpo", TRPOConfig),
+    for group, name, node in [("env", "navigation", NavigationConfig), ("env", "locomotion", LocomotionConfig),
+                              ("algorithm", "trpo", TRPOConfig), ("algorithm", "ppo", PPOConfig),
                               ("inner", "vpg", InnerConfig), ("baseline", "base", BaselineConfig)]:
         cs.store(group=f"schema/{group}", name=name, node=node, package=group)

@@ -42,13 +42,21 @@ class MetaObjective:
         first_order = self.first_order or not differentiable
         return adapt(self.policy, theta, supports, self.lr, first_order, self.query.shape[0])
 
-    def surrogate_and_kl(self, adapted: Params, query: TensorDict | None = None):
-        """Surrogate and mean KL (scalars) of adapted parameters ``[task, ...]`` on the query."""
+    def surrogate_and_kl(self, adapted: Params, query: TensorDict | None = None, clip_eps: float | None = None):
+        """Surrogate and mean KL (scalars) of adapted parameters ``[task, ...]`` on the query.
+
+        With ``clip_eps`` the surrogate is PPO's clipped one, mean of
+        min(r Â, clip(r, 1 − ε, 1 + ε) Â) (Schulman et al., 2017, Eq. 7): a ratio r past 1 ± ε
+        in the direction that Â rewards earns nothing more.
+        """
         q = self.query if query is None else query
         loc, log_std = self.policy.per_task(adapted, q["observation"])
         log_prob = self.policy.log_prob(loc, log_std, q["action"])
         ratio = torch.exp(log_prob - q["log_prob"])
-        surrogate = masked_task_mean(ratio * q["advantage"], q["mask"]).mean()
+        gain = ratio * q["advantage"]
+        if clip_eps is not None:
+            gain = torch.minimum(gain, ratio.clamp(1 - clip_eps, 1 + clip_eps) * q["advantage"])
+        surrogate = masked_task_mean(gain, q["mask"]).mean()
         kl = self.policy.kl(q["loc"], q["log_std"][:, 0, 0], loc, log_std)
         return surrogate, masked_task_mean(kl, q["mask"]).mean()
 

@@ -13,6 +13,44 @@ Params = dict[str, torch.Tensor]
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
+class ObservationNormalizer(nn.Module):
+    """o ↦ clip((o − μ) / √(σ² + ε), ±clip) with running μ, σ² of every observation seen.
+
+    Statistics are buffers (saved in the checkpoint with the policy, frozen at evaluation)
+    and change only through ``update``, called between meta-iterations so that every batch of
+    one iteration is scored by the same policy. The identity until the first update.
+    Merging uses the parallel mean/variance formula (Chan, Golub & LeVeque, 1979).
+    """
+
+    def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalised observations, shape and dtype of ``obs`` ``[..., dim]``."""
+        if self.count == 0:
+            return obs
+        z = (obs - self.mean.to(obs.dtype)) * torch.rsqrt(self.var.to(obs.dtype) + self.eps)
+        return z.clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor, mask: torch.Tensor) -> None:
+        """Merge the valid steps of ``obs`` ``[..., dim]`` (``mask`` ``[...]``, 1 = valid)."""
+        x = obs[mask.bool()].double()
+        n = x.shape[0]
+        if n == 0:
+            return
+        mean, var = x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = mean - self.mean
+        self.var.copy_((self.var * self.count + var * n + delta.pow(2) * self.count * n / total) / total)
+        self.mean.add_(delta * n / total)
+        self.count.fill_(total)
+
+
 class GaussianMLPPolicy(nn.Module):
     """π(a|s) = N(μ_θ(s), diag(σ²)) with an MLP mean and a state-independent log-std.
 
@@ -26,13 +64,15 @@ class GaussianMLPPolicy(nn.Module):
         hidden_sizes: units per hidden layer.
         activation: ``"relu"`` or ``"tanh"``.
         init_std: initial standard deviation of every action dimension (> 0).
+        normalize_observations: feed the MLP running-normalised observations
+            (``ObservationNormalizer``; its statistics travel in ``state_dict``).
 
     Raises:
         ValueError: for an unknown activation or a non-positive ``init_std``.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes=(100, 100), activation: str = "relu",
-                 init_std: float = 1.0):
+                 init_std: float = 1.0, normalize_observations: bool = False):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -49,12 +89,16 @@ class GaussianMLPPolicy(nn.Module):
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+        self.obs_norm = ObservationNormalizer(obs_dim) if normalize_observations else None
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.kwargs = {"obs_dim": obs_dim, "act_dim": act_dim, "hidden_sizes": tuple(hidden_sizes),
-                       "activation": activation, "init_std": init_std}  # rebuilds this policy
+                       "activation": activation, "init_std": init_std,
+                       "normalize_observations": normalize_observations}  # rebuilds this policy
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``[..., act_dim]`` and log-std ``[act_dim]`` for observations ``[..., obs_dim]``."""
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
         return self.mean(obs), self.log_std
 
     def params(self) -> Params:

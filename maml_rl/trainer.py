@@ -12,6 +12,7 @@ from tensordict import TensorDict
 from tqdm import tqdm
 
 from .advantages import compute_advantages
+from .algorithms.ppo import PPO
 from .algorithms.trpo import TRPO
 from .checkpoint import save_checkpoint
 from .envs import make_env
@@ -23,7 +24,7 @@ from .tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = {"trpo": TRPO}
+ALGORITHMS = {"trpo": TRPO, "ppo": PPO}
 
 
 def make_algorithm(algorithm_cfg: DictConfig):
@@ -44,7 +45,8 @@ def initial_policy(cfg: DictConfig, env) -> GaussianMLPPolicy:
     torch.manual_seed(cfg.seed)
     return GaussianMLPPolicy(obs_dim=env.observation_spec["observation"].shape[-1], act_dim=env.action_spec.shape[-1],
                              hidden_sizes=tuple(cfg.policy.hidden_sizes), activation=cfg.policy.activation,
-                             init_std=cfg.policy.init_std)
+                             init_std=cfg.policy.init_std,
+                             normalize_observations=cfg.env.normalize_observations)
 
 
 class Trainer:
@@ -66,7 +68,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.oracle = cfg.env.oracle or cfg.baseline.oracle
         self.num_inner_steps = cfg.inner.num_steps if cfg.baseline.inner_loop else 0
-        self.env = make_env(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task, self.oracle)
+        self.env = make_env(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task, self.oracle, cfg.threads,
+                            self.generator)
         self.policy = initial_policy(cfg, self.env)
         self.algorithm = make_algorithm(cfg.algorithm)
         self.iteration = 0
@@ -114,6 +117,9 @@ class Trainer:
         steps = sum(b["mask"].sum().item() for b in [*supports, query])
         metrics["env_steps_per_second"] = steps / max(metrics["time_sampling"], 1e-9)
         metrics["policy_std"] = self.policy.log_std.detach().exp().mean().item()
+        if self.policy.obs_norm is not None:  # after the update: every batch above saw the same statistics
+            for batch in [*supports, query]:
+                self.policy.obs_norm.update(batch["observation"], batch["mask"])
         metrics["time_iteration"] = time.perf_counter() - t_start
         return metrics
 
@@ -129,8 +135,8 @@ class Trainer:
             self.recent = (self.recent + [metrics["post_adaptation_return"]])[-20:]
             bar.set_postfix(pre=f"{metrics['pre_adaptation_return']:.1f}",
                             post=f"{metrics['post_adaptation_return']:.1f}", kl=f"{metrics['kl']:.4f}",
-                            ls=int(metrics["line_search_steps"]), s_it=f"{metrics['time_iteration']:.2f}")
-            if not metrics["step_accepted"]:
+                            s_it=f"{metrics['time_iteration']:.2f}")
+            if metrics.get("step_accepted") == 0.0:
                 log.warning("iteration %d: line search found no acceptable step; θ unchanged", it)
             if self.tracker:
                 self.tracker.log_metrics(metrics, step=it)

@@ -1,0 +1,269 @@
+"""MuJoCo locomotion task families (Finn et al., ICML 2017, Section 5.3), every episode stepped at once.
+
+Physics, observations, reset noise and termination are those of gymnasium's ``Ant-v5``
+(``include_cfrc_ext_in_observation=False``) and ``HalfCheetah-v5``, loaded from the model
+files installed with gymnasium. The task rewards are the MAML benchmark's (the MAML code's
+``ant_env_rand*.py`` / ``half_cheetah_env_rand*.py``, as ported by pytorch-maml-rl).
+
+All ``[task, episode]`` simulations advance together through ``mujoco.rollout`` (one
+``MjData`` per thread, a persistent thread pool); observations, rewards and terminations are
+computed from the returned states in bulk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+import gymnasium
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout as mj_rollout
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+ASSETS = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets"
+STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS  # [time, qpos, qvel, act, ...]
+
+
+def available_threads() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class LocomotionEnv(EnvBase):
+    """A batch of ``num_tasks × episodes_per_task`` MuJoCo robots, one task parameter per task.
+
+    Subclasses fix the robot (model file, observation, termination) and the task family
+    (``sample_tasks`` and ``task_reward``). Each step clips the action to the actuators'
+    control range, advances every simulation ``frame_skip`` physics steps with
+    ``mujoco.rollout``, and returns
+
+    - observation ``[task, episode, obs_dim]`` (``+1`` with ``oracle``, the task parameter),
+    - reward ``[task, episode, 1]``: ``task_reward(v_x) − ctrl_cost_weight·Σa² + survive_bonus``,
+      with ``v_x`` the forward velocity over the step (m/s),
+    - done/terminated ``[task, episode, 1]`` (the ant's healthy check; never for the cheetah).
+
+    Terminated simulations keep running (their steps are masked by the sampler); non-finite
+    observations are replaced by zeros so that masked padding stays finite.
+
+    Args:
+        num_tasks: tasks in the meta-batch (≥ 1).
+        episodes_per_task: parallel episodes per task (≥ 1).
+        oracle: append the task parameter to the observation (the oracle baseline).
+        threads: physics threads; 0 = every available core.
+        generator: source of the reset noise (a fresh unseeded one if None).
+        dtype: dtype of observations and rewards (the physics runs in float64).
+
+    Raises:
+        ValueError: if ``num_tasks``/``episodes_per_task`` < 1 or ``threads`` < 0.
+    """
+
+    model_file: ClassVar[str]
+    frame_skip: ClassVar[int] = 5
+    reset_noise_scale: ClassVar[float] = 0.1
+    obs_qpos_start: ClassVar[int]  # v5 excludes the x (and y) position from the observation
+    ctrl_cost_weight: ClassVar[float]
+    survive_bonus: ClassVar[float] = 0.0
+
+    def __init__(self, num_tasks: int, episodes_per_task: int, oracle: bool = False, threads: int = 0,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32):
+        if num_tasks < 1 or episodes_per_task < 1:
+            raise ValueError(f"num_tasks and episodes_per_task must be >= 1, got {num_tasks}, {episodes_per_task}")
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = every core), got {threads}")
+        super().__init__(batch_size=torch.Size([num_tasks, episodes_per_task]))
+        self.model = mujoco.MjModel.from_xml_path(str(ASSETS / self.model_file))
+        self.nthread = min(threads or available_threads(), num_tasks * episodes_per_task)
+        self.models = [self.model] * (num_tasks * episodes_per_task)  # rollout takes one model per simulation
+        self.datas = [mujoco.MjData(self.model) for _ in range(max(self.nthread, 1))]
+        self.pool = mj_rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
+        self.oracle, self.dtype_ = oracle, dtype
+        self.generator = generator if generator is not None else torch.Generator()
+        self.dt = self.model.opt.timestep * self.frame_skip
+        self.nq, self.nv = self.model.nq, self.model.nv
+        num = num_tasks * episodes_per_task
+        self.physics = np.zeros((num, mujoco.mj_stateSize(self.model, STATE_SPEC)))
+        self.substeps = np.zeros((num, self.frame_skip, self.physics.shape[1]))
+        self.controls = np.zeros((num, self.frame_skip, self.model.nu))
+        self.x_before = np.zeros(num)
+        self.tasks = torch.zeros(num_tasks, dtype=torch.float64)
+        shape = self.batch_size
+        obs_dim = self.nq - self.obs_qpos_start + self.nv + int(oracle)
+        low, high = (torch.as_tensor(self.model.actuator_ctrlrange[:, i], dtype=dtype) for i in (0, 1))
+        self.observation_spec = Composite(observation=Unbounded(shape=(*shape, obs_dim), dtype=dtype), shape=shape)
+        self.action_spec = Bounded(low.expand(*shape, -1), high.expand(*shape, -1), shape=(*shape, self.model.nu),
+                                   dtype=dtype)
+        self.reward_spec = Unbounded(shape=(*shape, 1), dtype=dtype)
+
+    # ------------------------------------------------------------------ the task family
+    @classmethod
+    def sample_tasks(cls, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
+        """Task parameters ``[num_tasks]`` (float64)."""
+        raise NotImplementedError
+
+    def task_reward(self, velocity: np.ndarray, task: np.ndarray) -> np.ndarray:
+        """Per-step task reward from the forward velocity ``[N]`` (m/s) and task parameter ``[N]``."""
+        raise NotImplementedError
+
+    def set_tasks(self, tasks: torch.Tensor) -> None:
+        """Set the task parameters, ``[num_tasks]``.
+
+        Raises:
+            ValueError: if the shape is not ``[num_tasks]``.
+        """
+        if tasks.shape != self.tasks.shape:
+            raise ValueError(f"tasks must have shape {tuple(self.tasks.shape)}, got {tuple(tasks.shape)}")
+        self.tasks = tasks.to(torch.float64)
+
+    # ------------------------------------------------------------------ the robot
+    def healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Whether each simulation may continue, ``[N]`` bool."""
+        return np.ones(qpos.shape[0], dtype=bool)
+
+    def x_position(self, substeps: np.ndarray) -> np.ndarray:
+        """Forward position ``[N]`` read after a step from its substep states ``[N, frame_skip, nstate]``."""
+        return substeps[:, -1, 1]
+
+    # ------------------------------------------------------------------ EnvBase
+    def reset_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Start every simulation from ``qpos [N, nq]``, ``qvel [N, nv]`` (float64), time 0."""
+        self.physics[:] = 0.0
+        self.physics[:, 1:1 + self.nq], self.physics[:, 1 + self.nq:1 + self.nq + self.nv] = qpos, qvel
+        self.x_before = qpos[:, 0].copy()
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        num, noise = self.physics.shape[0], self.reset_noise_scale
+        u = torch.rand(num, self.nq, generator=self.generator, dtype=torch.float64).numpy()
+        n = torch.randn(num, self.nv, generator=self.generator, dtype=torch.float64).numpy()
+        self.reset_state(self.model.qpos0 + noise * (2 * u - 1), noise * n)
+        done = torch.zeros(*self.batch_size, 1, dtype=torch.bool)
+        return TensorDict({"observation": self._observation(), "done": done, "terminated": done.clone()},
+                          batch_size=self.batch_size)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        low, high = self.model.actuator_ctrlrange[:, 0], self.model.actuator_ctrlrange[:, 1]
+        action = np.clip(tensordict["action"].detach().reshape(-1, self.model.nu).double().numpy(), low, high)
+        self.controls[:] = action[:, None, :]
+        self.pool.rollout(self.models, self.datas, self.physics, self.controls, nstep=self.frame_skip,
+                          state=self.substeps, skip_checks=True)
+        self.physics[:] = self.substeps[:, -1]
+        x_after = self.x_position(self.substeps).copy()  # substeps is overwritten by the next step
+        velocity, self.x_before = (x_after - self.x_before) / self.dt, x_after
+        task = np.repeat(self.tasks.numpy(), self.batch_size[1])
+        reward = self.task_reward(velocity, task) - self.ctrl_cost_weight * np.square(action).sum(-1) \
+            + self.survive_bonus
+        qpos, qvel = self._qpos_qvel()
+        terminated = ~self.healthy(qpos, qvel)
+        shape = (*self.batch_size, 1)
+        terminated_t = torch.from_numpy(terminated).reshape(shape)
+        return TensorDict({"observation": self._observation(),
+                           "reward": torch.from_numpy(reward).to(self.dtype_).reshape(shape),
+                           "velocity": torch.from_numpy(velocity).reshape(shape),
+                           "done": terminated_t, "terminated": terminated_t.clone()}, batch_size=self.batch_size)
+
+    def _qpos_qvel(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.physics[:, 1:1 + self.nq], self.physics[:, 1 + self.nq:1 + self.nq + self.nv]
+
+    def _observation(self) -> torch.Tensor:
+        qpos, qvel = self._qpos_qvel()
+        obs = np.nan_to_num(np.concatenate([qpos[:, self.obs_qpos_start:], qvel], axis=-1),
+                            nan=0.0, posinf=0.0, neginf=0.0)
+        obs = torch.from_numpy(obs).to(self.dtype_).reshape(*self.batch_size, -1)
+        if self.oracle:
+            task = self.tasks.to(self.dtype_)[:, None, None].expand(*self.batch_size, 1)
+            obs = torch.cat([obs, task], dim=-1)
+        return obs
+
+    def _set_seed(self, seed: int | None) -> None:
+        self.generator.manual_seed(seed if seed is not None else torch.seed())
+
+
+class AntEnv(LocomotionEnv):
+    """The ant of ``Ant-v5``: 27-dim observation (qpos[2:], qvel), 8 actuators in [-1, 1].
+
+    Terminates when the state is not finite or the torso height qpos[2] leaves [0.2, 1.0]
+    (v5's ``healthy_z_range``). The forward position is the torso's ``xpos`` as
+    gymnasium reads it after ``do_simulation``: computed at the start of the last physics
+    substep. Costs of the MAML code's ant: control cost 0.5·1e-2·Σa², survive reward 0.05.
+    Its contact cost is left out: with MuJoCo ≥ 2.0 the ``cfrc_ext`` it uses were zero in
+    the reference ports, and ``mujoco.rollout`` returns no contact forces.
+    """
+
+    model_file = "ant.xml"
+    obs_qpos_start = 2
+    ctrl_cost_weight = 0.5 * 1e-2
+    survive_bonus = 0.05
+    healthy_z = (0.2, 1.0)
+
+    def healthy(self, qpos, qvel):
+        finite = np.isfinite(qpos).all(-1) & np.isfinite(qvel).all(-1)
+        return finite & (qpos[:, 2] >= self.healthy_z[0]) & (qpos[:, 2] <= self.healthy_z[1])
+
+    def x_position(self, substeps):
+        # xpos comes from the forward pass of the last mj_step, i.e. from the state before it
+        return substeps[:, -1, 1]
+
+
+class HalfCheetahEnv(LocomotionEnv):
+    """The cheetah of ``HalfCheetah-v5``: 17-dim observation (qpos[1:], qvel), 6 actuators in [-1, 1].
+
+    Never terminates. The forward position is qpos[0] (v5 reads it after the step).
+    Control cost of the MAML code's half-cheetah: 0.5·1e-1·Σa².
+    """
+
+    model_file = "half_cheetah.xml"
+    obs_qpos_start = 1
+    ctrl_cost_weight = 0.5 * 1e-1
+
+
+class VelocityTasks:
+    """Goal velocity v_goal ~ U[``velocity_low``, ``velocity_high``]; task reward −|v_x − v_goal| + ``velocity_bonus``."""
+
+    velocity_low: ClassVar[float] = 0.0
+    velocity_high: ClassVar[float]
+    velocity_bonus: ClassVar[float] = 0.0
+
+    @classmethod
+    def sample_tasks(cls, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
+        u = torch.rand(num_tasks, generator=generator, dtype=torch.float64)
+        return cls.velocity_low + (cls.velocity_high - cls.velocity_low) * u
+
+    def task_reward(self, velocity, task):
+        return -np.abs(velocity - task) + self.velocity_bonus
+
+
+class DirectionTasks:
+    """Direction d ∈ {−1, +1} with probability 1/2 each; task reward d · v_x."""
+
+    @classmethod
+    def sample_tasks(cls, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(0, 2, (num_tasks,), generator=generator).to(torch.float64) * 2 - 1
+
+    def task_reward(self, velocity, task):
+        return task * velocity
+
+
+class AntVelEnv(VelocityTasks, AntEnv):
+    """``ant``: goal velocity ~ U[0, 3] (Finn et al., 2017, Section 5.3); the MAML code adds a
+    bonus of 1 per step to the velocity term so that the ant is not rewarded for ending the episode."""
+
+    velocity_high = 3.0
+    velocity_bonus = 1.0
+
+
+class AntDirEnv(DirectionTasks, AntEnv):
+    """``ant_dir``: run forward (+1) or backward (−1) (Finn et al., 2017, Section 5.3)."""
+
+
+class HalfCheetahVelEnv(VelocityTasks, HalfCheetahEnv):
+    """``halfcheetah_vel``: goal velocity ~ U[0, 2] (Finn et al., 2017, Section 5.3)."""
+
+    velocity_high = 2.0
+
+
+class HalfCheetahDirEnv(DirectionTasks, HalfCheetahEnv):
+    """``halfcheetah_dir``: run forward (+1) or backward (−1) (Finn et al., 2017, Section 5.3)."""
