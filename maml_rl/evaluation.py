@@ -94,7 +94,7 @@ def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor,
     Returns ``returns`` of shape ``[num_steps + 1, task]`` and, for k = 0 and k = num_steps, the
     positions of each task's first episode ``[task, time, obs_dim]`` with their masks.
     """
-    env = make_env(cfg.env, tasks.shape[0], cfg.episodes_per_task, candidate.oracle)
+    env = make_env(cfg.env, tasks.shape[0], cfg.episodes_per_task, candidate.oracle, cfg.threads, generator)
     env.set_tasks(tasks)
     theta = {n: v.detach() for n, v in candidate.policy.params().items()}
     adaptation = Adaptation([expand_params(theta, tasks.shape[0])], lr=cfg.inner.lr)

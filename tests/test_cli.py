@@ -115,3 +115,25 @@ def test_optuna_preset_searches_inner_lr_and_max_kl(tmp_path):
     trials = [r for r in runs if r.data.tags["mode"] == "train"]
     assert len(trials) == 2 and len({r.data.params["inner.lr"] for r in trials}) == 2
     assert len({r.data.tags["mlflow.parentRunId"] for r in trials}) == 1
+
+
+@pytest.mark.parametrize("algorithm,env,obs_dim,act_dim", [("ppo", "ant", 27, 8), ("trpo", "halfcheetah_vel", 17, 6)])
+def test_locomotion_runs_are_tracked_and_checkpointed(tmp_path, algorithm, env, obs_dim, act_dim):
+    proc = run_cli(tmp_path, f"algorithm={algorithm}", f"env={env}", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = runs_in(tmp_path / "mlflow.db")
+    assert run.info.status == "FINISHED"
+    assert (run.data.params["algorithm.name"], run.data.params["env.name"]) == (algorithm, env)
+    assert run.data.params["env.horizon"] == "10" and run.data.params["inner.lr"] == "0.1"
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    post = client.get_metric_history(run.info.run_id, "post_adaptation_return")
+    assert [m.step for m in post] == [0, 1]
+    assert "checkpoint" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    (path,) = tmp_path.glob("outputs/*/*/checkpoint.pt")
+    policy = load_policy(path)
+    assert (policy.obs_dim, policy.act_dim) == (obs_dim, act_dim)
+    steps = 2 * 2 * 2 * 2 * 10  # 2 iterations × (support + query) × 2×2 episodes × 10 steps; the ant may fall sooner
+    count = float(policy.obs_norm.count)
+    assert count == steps if env == "halfcheetah_vel" else 0 < count <= steps
+    if algorithm == "ppo":
+        assert load_checkpoint(path)["optimizer"]["state"]  # Adam's moments, for resuming
