@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from tensordict import TensorDict
 from torchrl.envs import EnvBase
 
 from .policy import GaussianMLPPolicy, Params
+
+
+@contextmanager
+def cores_for(env: EnvBase):
+    """Give the cores to an env that steps on its own thread pool (MuJoCo): torch runs on one
+    thread meanwhile, since its idle OpenMP workers spin and slow the physics threads down."""
+    threads = torch.get_num_threads()
+    if getattr(env, "nthread", 0) > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @torch.no_grad()
@@ -32,21 +47,22 @@ def rollout(env: EnvBase, policy: GaussianMLPPolicy, params: Params, horizon: in
         ``reward``, ``mask`` (float) and ``done`` (bool), each ``[task, episode, time]``, and the
         behaviour ``log_std`` broadcast to ``[..., act_dim]``.
     """
-    td = env.reset()
-    alive = torch.ones(env.batch_size, dtype=torch.bool)
-    steps = []
-    for _ in range(horizon):
-        obs = td["observation"]
-        loc, log_std = policy.per_task(params, obs)
-        noise = torch.randn(loc.shape, generator=generator, dtype=loc.dtype)
-        action = loc + noise * log_std.exp()[:, None, :]
-        td["action"] = action
-        nxt = env.step(td)["next"]
-        steps.append((obs, action, loc, nxt["reward"][..., 0], alive.clone()))
-        alive &= ~nxt["done"][..., 0]
-        if not alive.any():
-            break
-        td = nxt
+    with cores_for(env):
+        td = env.reset()
+        alive = torch.ones(env.batch_size, dtype=torch.bool)
+        steps = []
+        for _ in range(horizon):
+            obs = td["observation"]
+            loc, log_std = policy.per_task(params, obs)
+            noise = torch.randn(loc.shape, generator=generator, dtype=loc.dtype)
+            action = loc + noise * log_std.exp()[:, None, :]
+            td["action"] = action
+            nxt = env.step(td)["next"]
+            steps.append((obs, action, loc, nxt["reward"][..., 0], alive.clone()))
+            alive &= ~nxt["done"][..., 0]
+            if not alive.any():
+                break
+            td = nxt
     obs, action, loc, reward, mask = (torch.stack(x, dim=2) for x in zip(*steps))
     pad = horizon - obs.shape[2]
     if pad:

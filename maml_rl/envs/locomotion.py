@@ -47,8 +47,9 @@ class LocomotionEnv(EnvBase):
       with ``v_x`` the forward velocity over the step (m/s),
     - done/terminated ``[task, episode, 1]`` (the ant's healthy check; never for the cheetah).
 
-    Terminated simulations keep running (their steps are masked by the sampler); non-finite
-    observations are replaced by zeros so that masked padding stays finite.
+    Terminated simulations are frozen until the next reset (no physics is spent on them; the
+    sampler masks their steps); non-finite observations are replaced by zeros so that masked
+    padding stays finite.
 
     Args:
         num_tasks: tasks in the meta-batch (≥ 1).
@@ -90,6 +91,7 @@ class LocomotionEnv(EnvBase):
         self.substeps = np.zeros((num, self.frame_skip, self.physics.shape[1]))
         self.controls = np.zeros((num, self.frame_skip, self.model.nu))
         self.x_before = np.zeros(num)
+        self.running = np.ones(num, dtype=bool)
         self.tasks = torch.zeros(num_tasks, dtype=torch.float64)
         shape = self.batch_size
         obs_dim = self.nq - self.obs_qpos_start + self.nv + int(oracle)
@@ -134,6 +136,7 @@ class LocomotionEnv(EnvBase):
         self.physics[:] = 0.0
         self.physics[:, 1:1 + self.nq], self.physics[:, 1 + self.nq:1 + self.nq + self.nv] = qpos, qvel
         self.x_before = qpos[:, 0].copy()
+        self.running = np.ones(qpos.shape[0], dtype=bool)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         num, noise = self.physics.shape[0], self.reset_noise_scale
@@ -147,23 +150,27 @@ class LocomotionEnv(EnvBase):
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         low, high = self.model.actuator_ctrlrange[:, 0], self.model.actuator_ctrlrange[:, 1]
         action = np.clip(tensordict["action"].detach().reshape(-1, self.model.nu).double().numpy(), low, high)
-        self.controls[:] = action[:, None, :]
-        self.pool.rollout(self.models, self.datas, self.physics, self.controls, nstep=self.frame_skip,
-                          state=self.substeps, skip_checks=True)
-        self.physics[:] = self.substeps[:, -1]
-        x_after = self.x_position(self.substeps).copy()  # substeps is overwritten by the next step
-        velocity, self.x_before = (x_after - self.x_before) / self.dt, x_after
+        run = np.flatnonzero(self.running)  # terminated simulations stay frozen: no physics is spent on them
+        n = run.size
+        self.controls[:n] = action[run, None, :]
+        if n:
+            self.pool.rollout(self.models[:n], self.datas, self.physics[run], self.controls[:n],
+                              nstep=self.frame_skip, state=self.substeps[:n], skip_checks=True)
+            self.physics[run] = self.substeps[:n, -1]
+        velocity = np.zeros(self.physics.shape[0])
+        x_after = self.x_position(self.substeps[:n])
+        velocity[run], self.x_before[run] = (x_after - self.x_before[run]) / self.dt, x_after
         task = np.repeat(self.tasks.numpy(), self.batch_size[1])
         reward = self.task_reward(velocity, task) - self.ctrl_cost_weight * np.square(action).sum(-1) \
             + self.survive_bonus
         qpos, qvel = self._qpos_qvel()
-        terminated = ~self.healthy(qpos, qvel)
+        self.running &= self.healthy(qpos, qvel)
         shape = (*self.batch_size, 1)
-        terminated_t = torch.from_numpy(terminated).reshape(shape)
+        terminated = torch.from_numpy(~self.running).reshape(shape)
         return TensorDict({"observation": self._observation(),
                            "reward": torch.from_numpy(reward).to(self.dtype_).reshape(shape),
                            "velocity": torch.from_numpy(velocity).reshape(shape),
-                           "done": terminated_t, "terminated": terminated_t.clone()}, batch_size=self.batch_size)
+                           "done": terminated, "terminated": terminated.clone()}, batch_size=self.batch_size)
 
     def _qpos_qvel(self) -> tuple[np.ndarray, np.ndarray]:
         return self.physics[:, 1:1 + self.nq], self.physics[:, 1 + self.nq:1 + self.nq + self.nv]
