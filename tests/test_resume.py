@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
 import torch
 
 from maml_rl.checkpoint import load_checkpoint, save_checkpoint
@@ -14,8 +15,10 @@ from .conftest import TINY, composed
 from .test_cli import run_cli, runs_in
 
 
-def test_load_state_continues_bit_identically(tmp_path):
-    cfg = composed(*TINY, "num_iterations=4")
+@pytest.mark.parametrize("overrides", [[], ["algorithm=ppo", "env=halfcheetah_vel"]], ids=["trpo-navigation", "ppo-cheetah"])
+def test_load_state_continues_bit_identically(tmp_path, overrides):
+    # PPO on MuJoCo: Adam's moments, the observation statistics and the reset noise must carry over too
+    cfg = composed(*TINY, "num_iterations=4", *overrides)
     uninterrupted = Trainer(cfg, tmp_path / "a")
     uninterrupted.meta_train()
     interrupted = Trainer(cfg, tmp_path / "b")
