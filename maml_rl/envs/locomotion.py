@@ -45,6 +45,7 @@ class LocomotionEnv(EnvBase):
     - observation ``[task, episode, obs_dim]`` (``+1`` with ``oracle``, the task parameter),
     - reward ``[task, episode, 1]``: ``task_reward(v_x) − ctrl_cost_weight·Σa² + survive_bonus``,
       with ``v_x`` the forward velocity over the step (m/s),
+    - velocity ``[task, episode, 1]``: v_x, the torso's forward displacement over the step / dt,
     - done/terminated ``[task, episode, 1]`` (the ant's healthy check; never for the cheetah).
 
     Terminated simulations are frozen until the next reset (no physics is spent on them; the
@@ -126,10 +127,6 @@ class LocomotionEnv(EnvBase):
         """Whether each simulation may continue, ``[N]`` bool."""
         return np.ones(qpos.shape[0], dtype=bool)
 
-    def x_position(self, substeps: np.ndarray) -> np.ndarray:
-        """Forward position ``[N]`` read after a step from its substep states ``[N, frame_skip, nstate]``."""
-        return substeps[:, -1, 1]
-
     # ------------------------------------------------------------------ EnvBase
     def reset_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
         """Start every simulation from ``qpos [N, nq]``, ``qvel [N, nv]`` (float64), time 0."""
@@ -158,7 +155,7 @@ class LocomotionEnv(EnvBase):
                               nstep=self.frame_skip, state=self.substeps[:n], skip_checks=True)
             self.physics[run] = self.substeps[:n, -1]
         velocity = np.zeros(self.physics.shape[0])
-        x_after = self.x_position(self.substeps[:n])
+        x_after = self.substeps[:n, -1, 1]  # qpos[0]: the torso's forward position
         velocity[run], self.x_before[run] = (x_after - self.x_before[run]) / self.dt, x_after
         task = np.repeat(self.tasks.numpy(), self.batch_size[1])
         reward = self.task_reward(velocity, task) - self.ctrl_cost_weight * np.square(action).sum(-1) \
@@ -193,9 +190,11 @@ class AntEnv(LocomotionEnv):
     """The ant of ``Ant-v5``: 27-dim observation (qpos[2:], qvel), 8 actuators in [-1, 1].
 
     Terminates when the state is not finite or the torso height qpos[2] leaves [0.2, 1.0]
-    (v5's ``healthy_z_range``). The forward position is the torso's ``xpos`` as
-    gymnasium reads it after ``do_simulation``: computed at the start of the last physics
-    substep. Costs of the MAML code's ant: control cost 0.5·1e-2·Σa², survive reward 0.05.
+    (v5's ``healthy_z_range``). The forward velocity is the torso's displacement (qpos[0])
+    over the step; gymnasium's own ``x_velocity`` reads ``xpos``, which the RK4 integrator
+    leaves at its last intermediate stage (a small per-step difference that integrates to
+    the same distance). Costs of the MAML code's ant: control cost 0.5·1e-2·Σa², survive
+    reward 0.05.
     Its contact cost is left out: with MuJoCo ≥ 2.0 the ``cfrc_ext`` it uses were zero in
     the reference ports, and ``mujoco.rollout`` returns no contact forces.
     """
@@ -209,10 +208,6 @@ class AntEnv(LocomotionEnv):
     def healthy(self, qpos, qvel):
         finite = np.isfinite(qpos).all(-1) & np.isfinite(qvel).all(-1)
         return finite & (qpos[:, 2] >= self.healthy_z[0]) & (qpos[:, 2] <= self.healthy_z[1])
-
-    def x_position(self, substeps):
-        # xpos comes from the forward pass of the last mj_step, i.e. from the state before it
-        return substeps[:, -1, 1]
 
 
 class HalfCheetahEnv(LocomotionEnv):
