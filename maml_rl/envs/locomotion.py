@@ -12,6 +12,7 @@ computed from the returned states in bulk.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import ClassVar
@@ -27,6 +28,22 @@ from torchrl.envs import EnvBase
 
 ASSETS = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets"
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS  # [time, qpos, qvel, act, ...]
+log = logging.getLogger(__name__)
+
+
+def load_model(model_file: str) -> mujoco.MjModel:
+    """Compile one of gymnasium's model files.
+
+    MuJoCo's compiler warnings about them (half_cheetah.xml's deprecated ``settotalmass``)
+    go to this module's debug log instead of the terminal and a ``MUJOCO_LOG.TXT`` in the
+    launch dir; the handler is restored afterwards, so simulation warnings stay MuJoCo's.
+    """
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda message: log.debug("MuJoCo, compiling %s: %s", model_file, message))
+    try:
+        return mujoco.MjModel.from_xml_path(str(ASSETS / model_file))
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def available_threads() -> int:
@@ -78,7 +95,7 @@ class LocomotionEnv(EnvBase):
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = every core), got {threads}")
         super().__init__(batch_size=torch.Size([num_tasks, episodes_per_task]))
-        self.model = mujoco.MjModel.from_xml_path(str(ASSETS / self.model_file))
+        self.model = load_model(self.model_file)
         self.nthread = min(threads or available_threads(), num_tasks * episodes_per_task)
         self.models = [self.model] * (num_tasks * episodes_per_task)  # rollout takes one model per simulation
         self.datas = [mujoco.MjData(self.model) for _ in range(max(self.nthread, 1))]
