@@ -75,15 +75,16 @@ def test_checkpoint_loads_back(tiny_run):
     ("meta_batch_size=0", "meta_batch_size=0 is not allowed: must be >= 1"),
     ("inner.num_steps=-1", "inner.num_steps=-1 is not allowed: must be >= 0"),
     ("algorithm.max_kl=0", "algorithm.max_kl=0.0 is not allowed: must be > 0"),
+    ("algorithm=ppo algorithm.clip_eps=1.5", "algorithm.clip_eps=1.5 is not allowed: must be in (0, 1)"),
     ("env=nowhere", "Could not find 'env/nowhere'"),
     ("inner.lr=fast", "inner.lr"),
     ("meta_batch_size=2.5", "meta_batch_size"),
 ])
 def test_bad_override_fails_before_any_work(tmp_path, override, message):
-    proc = run_cli(tmp_path, *TINY, override)
+    proc = run_cli(tmp_path, *TINY, *override.split())
     assert proc.returncode != 0
     assert message in proc.stderr
-    value = override.split("=", 1)[1]
+    value = override.split()[-1].split("=", 1)[1]
     assert value in proc.stderr  # the message names the bad value
     assert runs_in(tmp_path / "mlflow.db") == []
     assert not list(tmp_path.glob("**/checkpoint.pt"))

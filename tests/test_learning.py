@@ -18,6 +18,15 @@ def test_defaults_are_the_papers_navigation_setting():
     assert cfg.hydra.job.chdir is False
 
 
+@pytest.mark.parametrize("env,episodes", [("ant", 20), ("ant_dir", 40), ("halfcheetah_vel", 20), ("halfcheetah_dir", 20)])
+def test_locomotion_defaults_are_the_papers_and_the_command_line_wins(env, episodes):
+    cfg = composed(f"env={env}", "algorithm=ppo")
+    assert (cfg.meta_batch_size, cfg.episodes_per_task, cfg.env.horizon, cfg.inner.lr) == (40, episodes, 200, 0.1)
+    assert cfg.env.normalize_observations and (cfg.algorithm.epochs, cfg.algorithm.clip_eps) == (5, 0.3)
+    cfg = composed(f"env={env}", "meta_batch_size=8", "inner.lr=0.05")
+    assert (cfg.meta_batch_size, cfg.env.meta_batch_size, cfg.inner.lr) == (8, 40, 0.05)
+
+
 def test_validate_names_key_value_and_rule():
     with pytest.raises(ConfigError, match=r"algorithm.fvp_subsample=1.5 is not allowed: must be in \(0, 1\]"):
         validate(composed("algorithm.fvp_subsample=1.5"))
