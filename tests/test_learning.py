@@ -33,7 +33,7 @@ def test_validate_names_key_value_and_rule():
     validate(composed("inner.num_steps=0"))  # no adaptation is allowed (the pretrained baseline)
 
 
-@pytest.mark.parametrize("overrides", [[], ["inner.first_order=true"], ["inner.num_steps=2"]])
+@pytest.mark.parametrize("overrides", [[], ["inner.first_order=true"], ["inner.num_steps=2"], ["algorithm=ppo"]])
 def test_short_meta_training_improves_post_adaptation_return(tmp_path, overrides):
     cfg = composed("meta_batch_size=10", "episodes_per_task=10", "num_iterations=12", "seed=1", *overrides)
     trainer = Trainer(cfg, tmp_path)
