@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,19 +33,26 @@ STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS  # [time, qpos, qvel, act, ...]
 log = logging.getLogger(__name__)
 
 
-def load_model(model_file: str) -> mujoco.MjModel:
-    """Compile one of gymnasium's model files.
+@contextmanager
+def compiler_warnings_to_log(what: str) -> Iterator[None]:
+    """Send MuJoCo's warnings to this module's debug log while compiling ``what``.
 
-    MuJoCo's compiler warnings about them (half_cheetah.xml's deprecated ``settotalmass``)
-    go to this module's debug log instead of the terminal and a ``MUJOCO_LOG.TXT`` in the
-    launch dir; the handler is restored afterwards, so simulation warnings stay MuJoCo's.
+    Gymnasium's half_cheetah.xml uses the deprecated ``settotalmass``; MuJoCo would print that
+    and write it to a ``MUJOCO_LOG.TXT`` in the launch dir. The previous handler is restored
+    afterwards, so simulation warnings stay MuJoCo's.
     """
     previous = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(lambda message: log.debug("MuJoCo, compiling %s: %s", model_file, message))
+    mujoco.set_mju_user_warning(lambda message: log.debug("MuJoCo, compiling %s: %s", what, message))
     try:
-        return mujoco.MjModel.from_xml_path(str(ASSETS / model_file))
+        yield
     finally:
         mujoco.set_mju_user_warning(previous)
+
+
+def load_model(model_file: str) -> mujoco.MjModel:
+    """Compile one of gymnasium's model files (``ASSETS / model_file``)."""
+    with compiler_warnings_to_log(model_file):
+        return mujoco.MjModel.from_xml_path(str(ASSETS / model_file))
 
 
 def available_threads() -> int:
