@@ -70,7 +70,7 @@ class LocomotionEnv(EnvBase):
 
     - observation ``[task, episode, obs_dim]`` (``+1`` with ``oracle``, the task parameter),
     - reward ``[task, episode, 1]``: ``task_reward(v_x) − ctrl_cost_weight·Σa² + survive_bonus``,
-      with ``v_x`` the forward velocity over the step (m/s),
+      with ``v_x`` the forward velocity over the step (m/s) and ``a`` the clipped action,
     - velocity ``[task, episode, 1]``: v_x, the torso's forward displacement over the step / dt,
     - done/terminated ``[task, episode, 1]`` (the ant's healthy check; never for the cheetah).
 
