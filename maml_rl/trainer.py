@@ -133,9 +133,11 @@ class Trainer:
             metrics = self.meta_step()
             self.iteration = it + 1
             self.recent = (self.recent + [metrics["post_adaptation_return"]])[-20:]
-            bar.set_postfix(pre=f"{metrics['pre_adaptation_return']:.1f}",
-                            post=f"{metrics['post_adaptation_return']:.1f}", kl=f"{metrics['kl']:.4f}",
-                            s_it=f"{metrics['time_iteration']:.2f}")
+            figures = {"pre": f"{metrics['pre_adaptation_return']:.1f}", "post": f"{metrics['post_adaptation_return']:.1f}",
+                       "kl": f"{metrics['kl']:.4f}", "s_it": f"{metrics['time_iteration']:.2f}"}
+            if "line_search_steps" in metrics:  # TRPO
+                figures["ls"] = int(metrics["line_search_steps"])
+            bar.set_postfix(figures)
             if metrics.get("step_accepted") == 0.0:
                 log.warning("iteration %d: line search found no acceptable step; θ unchanged", it)
             if self.tracker:
