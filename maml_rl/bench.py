@@ -33,6 +33,7 @@ KEYS = ("time_iteration", "time_sampling", "time_inner", "time_outer")
 
 
 def config(overrides: list[str]):
+    """The app's config composed with ``overrides`` and validated."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     validate(cfg)
