@@ -117,7 +117,6 @@ class LocomotionEnv(EnvBase):
         self.physics = np.zeros((num, mujoco.mj_stateSize(self.model, STATE_SPEC)))
         self.substeps = np.zeros((num, self.frame_skip, self.physics.shape[1]))
         self.controls = np.zeros((num, self.frame_skip, self.model.nu))
-        self.x_before = np.zeros(num)
         self.running = np.ones(num, dtype=bool)
         self.tasks = torch.zeros(num_tasks, dtype=torch.float64)
         shape = self.batch_size
@@ -158,7 +157,6 @@ class LocomotionEnv(EnvBase):
         """Start every simulation from ``qpos [N, nq]``, ``qvel [N, nv]`` (float64), time 0."""
         self.physics[:] = 0.0
         self.physics[:, 1:1 + self.nq], self.physics[:, 1 + self.nq:1 + self.nq + self.nv] = qpos, qvel
-        self.x_before = qpos[:, 0].copy()
         self.running = np.ones(qpos.shape[0], dtype=bool)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
@@ -176,13 +174,12 @@ class LocomotionEnv(EnvBase):
         run = np.flatnonzero(self.running)  # terminated simulations stay frozen: no physics is spent on them
         n = run.size
         self.controls[:n] = action[run, None, :]
+        x_before = self.physics[:, 1].copy()  # qpos[0]: the torso's forward position
         if n:
             self.pool.rollout(self.models[:n], self.datas, self.physics[run], self.controls[:n],
                               nstep=self.frame_skip, state=self.substeps[:n], skip_checks=True)
             self.physics[run] = self.substeps[:n, -1]
-        velocity = np.zeros(self.physics.shape[0])
-        x_after = self.substeps[:n, -1, 1]  # qpos[0]: the torso's forward position
-        velocity[run], self.x_before[run] = (x_after - self.x_before[run]) / self.dt, x_after
+        velocity = (self.physics[:, 1] - x_before) / self.dt  # 0 for frozen simulations
         task = np.repeat(self.tasks.numpy(), self.batch_size[1])
         reward = self.task_reward(velocity, task) - self.ctrl_cost_weight * np.square(action).sum(-1) \
             + self.survive_bonus
