@@ -42,7 +42,6 @@ class PPO:
              generator: torch.Generator) -> dict:
         """Update ``params`` in place; return the step's statistics (surrogates, KL, gradient norm)."""
         optimizer = self._bind(params)
-        surrogate_before, grad_norm = None, 0.0
         for epoch in range(self.epochs):
             with torch.enable_grad():
                 if epoch:
@@ -50,7 +49,8 @@ class PPO:
                 loss, surrogate = self.loss(objective, adaptation.adapted)
                 optimizer.zero_grad()
                 loss.backward()
-            surrogate_before = surrogate.item() if surrogate_before is None else surrogate_before
+            if epoch == 0:
+                surrogate_before = surrogate.item()
             grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), self.max_grad_norm).item()
             optimizer.step()
         surrogate_after, kl = objective.evaluate(params)
