@@ -79,8 +79,7 @@ def ant_throughput(steps: int, threads: int) -> dict[str, float]:
 
     replay = ant_env(cfg, threads)
     replay.reset()
-    low, high = replay.model.actuator_ctrlrange.T
-    controls = np.clip(episodes["action"].reshape(-1, steps, replay.model.nu).double().numpy(), low, high)
+    controls = replay.applied_action(episodes["action"]).reshape(-1, steps, replay.model.nu)
     controls = np.repeat(controls, replay.frame_skip, axis=1)
     out = np.empty((controls.shape[0], controls.shape[1], replay.physics.shape[1]))
     start = time.perf_counter()

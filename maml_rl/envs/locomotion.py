@@ -168,9 +168,13 @@ class LocomotionEnv(EnvBase):
         return TensorDict({"observation": self._observation(), "done": done, "terminated": done.clone()},
                           batch_size=self.batch_size)
 
+    def applied_action(self, action: torch.Tensor) -> np.ndarray:
+        """What the actuators receive: ``action`` ``[..., nu]`` clipped to their control range, float64 ``[N, nu]``."""
+        low, high = self.model.actuator_ctrlrange.T
+        return np.clip(action.detach().reshape(-1, self.model.nu).double().numpy(), low, high)
+
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        low, high = self.model.actuator_ctrlrange[:, 0], self.model.actuator_ctrlrange[:, 1]
-        action = np.clip(tensordict["action"].detach().reshape(-1, self.model.nu).double().numpy(), low, high)
+        action = self.applied_action(tensordict["action"])
         run = np.flatnonzero(self.running)  # terminated simulations stay frozen: no physics is spent on them
         n = run.size
         self.controls[:n] = action[run, None, :]
