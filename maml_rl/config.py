@@ -24,6 +24,7 @@ class EnvConfig:
     episodes_per_task: int = 20
     inner_lr: float = 0.1
     normalize_observations: bool = False
+    normalize_actions: bool = True
 
 
 @dataclass

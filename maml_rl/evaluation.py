@@ -42,11 +42,13 @@ class EvaluationError(ValueError):
 
 @dataclass
 class Candidate:
-    """One policy to evaluate: its method (baseline name), policy, source and MLflow run id."""
+    """One policy to evaluate: its method (baseline name), policy, the observation (oracle) and
+    action space (normalised or not) it was trained with, source and MLflow run id."""
 
     method: str
     policy: GaussianMLPPolicy
     oracle: bool
+    normalize_actions: bool
     source: str
     run_id: str | None = None
 
@@ -78,13 +80,14 @@ def load_candidate(reference: str, cfg: DictConfig, tracking_uri: str) -> Candid
                               f"env {cfg.env.name!r} (oracle={oracle}) gives {obs_dim}")
     policy = GaussianMLPPolicy(**state["policy_kwargs"])
     policy.load_state_dict(state["policy"])
-    return Candidate(state["baseline"], policy, oracle, str(path), state.get("mlflow_run_id"))
+    normalize_actions = state["config"]["env"].get("normalize_actions", False)  # absent: saved before the key
+    return Candidate(state["baseline"], policy, oracle, normalize_actions, str(path), state.get("mlflow_run_id"))
 
 
 def random_candidate(cfg: DictConfig) -> Candidate:
     """The untrained policy of seed ``cfg.seed`` (the same initialisation a training run starts from)."""
     policy = initial_policy(cfg, make_env(cfg.env, 1, 1, False))
-    return Candidate("random", policy, False, f"random initialisation, seed {cfg.seed}")
+    return Candidate("random", policy, False, cfg.env.normalize_actions, f"random initialisation, seed {cfg.seed}")
 
 
 def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, num_steps: int,
@@ -94,7 +97,8 @@ def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor,
     Returns ``returns`` of shape ``[num_steps + 1, task]`` and, for k = 0 and k = num_steps, the
     positions of each task's first episode ``[task, time, obs_dim]`` with their masks.
     """
-    env = make_env(cfg.env, tasks.shape[0], cfg.episodes_per_task, candidate.oracle, cfg.threads, generator)
+    env = make_env(cfg.env, tasks.shape[0], cfg.episodes_per_task, candidate.oracle, cfg.threads, generator,
+                   candidate.normalize_actions)
     env.set_tasks(tasks)
     theta = {n: v.detach() for n, v in candidate.policy.params().items()}
     adaptation = Adaptation([expand_params(theta, tasks.shape[0])], lr=cfg.inner.lr)

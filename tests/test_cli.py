@@ -106,6 +106,17 @@ def test_multirun_jobs_write_to_their_own_dirs_and_share_one_store(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_runs_started_together_get_their_own_output_dirs(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-m", "maml_rl", *TINY, f"seed={seed}"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    dirs = sorted(tmp_path.glob("outputs/*/*"))
+    assert len(dirs) == 2
+    assert sorted(load_checkpoint(d / "checkpoint.pt")["config"]["seed"] for d in dirs) == [1, 2]
+    assert sorted(r.data.tags["output_dir"] for r in runs_in(tmp_path / "mlflow.db")) == [str(d) for d in dirs]
+
+
 def test_optuna_preset_searches_inner_lr_and_max_kl(tmp_path):
     proc = run_cli(tmp_path, "--multirun", "+experiment=navigation_optuna", "hydra.sweeper.n_trials=2", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]

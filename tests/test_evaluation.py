@@ -1,5 +1,6 @@
 """Baselines (pretrained, oracle, random) and mode=evaluate: protocol, outputs, bad input."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 
 from maml_rl.checkpoint import load_checkpoint, save_checkpoint
 from maml_rl.envs.navigation import Navigation2DEnv
-from maml_rl.evaluation import evaluation_generator, random_candidate
+from maml_rl.evaluation import adaptation_curve, evaluation_generator, load_candidate, random_candidate
 from maml_rl.trainer import Trainer
 
 from .conftest import TINY, composed
@@ -42,6 +43,23 @@ def test_random_baseline_is_reproducible_from_its_seed(tmp_path):
     other = random_candidate(composed(*TINY, "seed=6")).policy.state_dict()
     assert all(torch.equal(state["policy"][k], v) for k, v in again.items())
     assert not all(torch.equal(state["policy"][k], v) for k, v in other.items())
+
+
+def test_a_checkpoint_is_evaluated_in_the_action_space_it_was_trained_in(tmp_path):
+    raw = composed(*TINY, "env.normalize_actions=false")
+    Trainer(raw, tmp_path).meta_train()
+    cfg = composed(*TINY)  # the evaluation config normalises actions
+    candidate = load_candidate(str(tmp_path), cfg, "")
+    assert not candidate.normalize_actions
+    tasks = Navigation2DEnv.sample_tasks(3, evaluation_generator(0))
+    curve = adaptation_curve(candidate, cfg, tasks, 1, evaluation_generator(1))[0]
+    assert torch.equal(curve, adaptation_curve(candidate, raw, tasks, 1, evaluation_generator(1))[0])
+    normalised = dataclasses.replace(candidate, normalize_actions=True)
+    assert not torch.equal(curve, adaptation_curve(normalised, cfg, tasks, 1, evaluation_generator(1))[0])
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["config"]["env"]["normalize_actions"]  # as written before actions could be normalised
+    old = save_checkpoint(tmp_path / "old" / "checkpoint.pt", state)
+    assert not load_candidate(str(old), cfg, "").normalize_actions
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])

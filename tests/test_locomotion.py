@@ -6,9 +6,12 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from maml_rl.envs import make_env
 from maml_rl.envs.locomotion import AntDirEnv, AntVelEnv, HalfCheetahDirEnv, HalfCheetahVelEnv, compiler_warnings_to_log
 from maml_rl.policy import GaussianMLPPolicy, ObservationNormalizer
 from maml_rl.sampler import rollout
+
+from .conftest import composed
 
 FAMILIES = [(AntVelEnv, "Ant-v5"), (AntDirEnv, "Ant-v5"), (HalfCheetahVelEnv, "HalfCheetah-v5"),
             (HalfCheetahDirEnv, "HalfCheetah-v5")]
@@ -110,6 +113,20 @@ def test_oracle_appends_the_task_parameter_and_actions_are_clipped():
     assert torch.equal(step["observation"], clipped["observation"]) and torch.equal(step["reward"], clipped["reward"])
     with pytest.raises(ValueError, match="tasks must have shape"):
         env.set_tasks(torch.zeros(3))
+
+
+@pytest.mark.parametrize("name", ["ant", "halfcheetah_vel"])
+def test_action_normalisation_is_the_identity_for_the_mujoco_actuators(name):
+    envs = [make_env(composed(f"env={name}", f"env.normalize_actions={n}").env, 2, 2, threads=1,
+                     generator=torch.Generator().manual_seed(0)) for n in (True, False)]
+    action = 1.5 * torch.randn(2, 2, envs[0].action_spec.shape[-1], generator=torch.Generator().manual_seed(1))
+    steps = []
+    for env in envs:
+        env.set_tasks(env.sample_tasks(2, torch.Generator().manual_seed(2)))
+        env.reset()
+        steps.append(env.step(TensorDict({"action": action}, [2, 2]))["next"])
+    assert torch.equal(steps[0]["observation"], steps[1]["observation"])
+    assert torch.equal(steps[0]["reward"], steps[1]["reward"])
 
 
 def test_ant_terminates_when_unhealthy_and_the_sampler_masks_afterwards():

@@ -5,10 +5,15 @@ import math
 import torch
 from tensordict import TensorDict
 
+import pytest
+
 from maml_rl.advantages import baseline_features, compute_advantages, discounted_returns, fit_linear_baseline
+from maml_rl.envs import make_env
 from maml_rl.envs.navigation import Navigation2DEnv
 from maml_rl.policy import GaussianMLPPolicy, expand_params
 from maml_rl.sampler import episode_returns, rollout
+
+from .conftest import composed
 
 
 def step(env, td, action):
@@ -31,6 +36,15 @@ def test_dynamics_clipping_reward_and_termination():
     td = step(env, td, [0.045, 0.0])  # (0.245, -0.1): |dx| = 0.005 < 0.01, dy = 0 → done for task 0
     assert td["done"][:, 0, 0].tolist() == [True, False]
     torch.testing.assert_close(td["reward"][0, 0, 0], torch.tensor(-0.005, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("normalize, moved", [(True, [0.05, -0.1]), (False, [0.1, -0.1])])
+def test_normalised_actions_are_scaled_to_the_bounds_then_clipped(normalize, moved):
+    env = make_env(composed(f"env.normalize_actions={normalize}").env, 2, 1)
+    assert env.action_spec.space.high.max().item() == pytest.approx(1.0 if normalize else 0.1)
+    env.set_tasks(torch.tensor([[0.25, -0.1], [0.5, 0.5]], dtype=torch.float64))
+    td = step(env, env.reset(), [0.5, -3.0])  # normalised: 0.5 → 0.05, -3.0 → -0.3 → clipped to -0.1
+    torch.testing.assert_close(td["observation"][:, 0], torch.tensor([moved] * 2))
 
 
 def test_oracle_observation_carries_the_goal():
