@@ -75,12 +75,14 @@ class PPOConfig(AlgorithmConfig):
 
 @dataclass
 class InnerConfig:
-    """The adaptation step: ``num_steps`` VPG steps of size ``lr`` (α, the env's default)."""
+    """The adaptation step: ``num_steps`` VPG steps of size ``lr`` (α, the env's default);
+    ``estimator`` is the inner loss's form, which sets the meta-gradient through the steps."""
 
     name: str = "vpg"
     lr: float = II("env.inner_lr")
     num_steps: int = 1
     first_order: bool = False
+    estimator: str = "lvc"
 
 
 @dataclass
@@ -147,6 +149,7 @@ class Config:
 MODES = ("train", "evaluate")
 SEED_LIMIT = 2**31  # training seeds lie below it, evaluation streams above (torch seeds use 32 bits)
 ACTIVATIONS = ("relu", "tanh")
+ESTIMATORS = ("maml", "lvc")  # forms of the inner loss, see maml_rl.inner.vpg_loss
 
 # key → (rule, allowed-text); checked in this order after Hydra's own type checks
 RULES: dict[str, tuple[Any, str]] = {
@@ -165,6 +168,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "env.inner_lr": (lambda v: v > 0, "> 0"),
     "inner.lr": (lambda v: v > 0, "> 0"),
     "inner.num_steps": (lambda v: v >= 0, ">= 0"),
+    "inner.estimator": (lambda v: v in ESTIMATORS, f"one of {list(ESTIMATORS)}"),
     "algorithm.max_kl": (lambda v: v > 0, "> 0"),
     "algorithm.cg_iters": (lambda v: v >= 1, ">= 1"),
     "algorithm.cg_damping": (lambda v: v >= 0, ">= 0"),

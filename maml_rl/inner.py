@@ -15,15 +15,22 @@ def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
 
 
-def vpg_loss(policy: GaussianMLPPolicy, params: Params, episodes: TensorDict) -> torch.Tensor:
-    """REINFORCE loss per task, L_i = −mean_t log π_θi(a_t|s_t) Â_t, ``[task]``.
+def vpg_loss(policy: GaussianMLPPolicy, params: Params, episodes: TensorDict, estimator: str = "maml") -> torch.Tensor:
+    """REINFORCE loss per task, ``[task]``, whose gradient is the adaptation step's direction.
 
-    The inner-loop objective of MAML-RL (Finn et al., 2017, Section 3.2), with advantages
-    from ``compute_advantages`` in place of raw returns.
+    ``"maml"``: L_i = −mean_t log π_θi(a_t|s_t) Â_t, the inner-loop objective of MAML-RL (Finn
+    et al., 2017, Section 3.2), with advantages from ``compute_advantages`` in place of raw
+    returns. ``"lvc"``: L_i = −mean_t π_θi(a_t|s_t) / π_b(a_t|s_t) Â_t with π_b the behaviour
+    policy that sampled the episodes (``log_prob``), ProMP's low-variance curvature objective
+    (Rothfuss et al., 2019, Section 5, Eq. 6). At θ_i = b both give the same gradient, hence the
+    same adaptation step; LVC's second derivatives add the term Σ_t ∇log π ∇log πᵀ Â through which
+    the meta-gradient sees how θ shapes the sampling of the support episodes, a term the first
+    form drops. Only the meta-gradient through the step differs.
     """
     loc, log_std = policy.per_task(params, episodes["observation"])
     log_prob = policy.log_prob(loc, log_std, episodes["action"])
-    return -masked_task_mean(log_prob * episodes["advantage"], episodes["mask"])
+    weight = torch.exp(log_prob - episodes["log_prob"]) if estimator == "lvc" else log_prob
+    return -masked_task_mean(weight * episodes["advantage"], episodes["mask"])
 
 
 @dataclass
@@ -38,6 +45,7 @@ class Adaptation:
     params: list[Params]
     grads: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
     lr: float = 0.0
+    estimator: str = "maml"  # the inner loss's form, see ``vpg_loss``
 
     @property
     def adapted(self) -> Params:
@@ -72,7 +80,7 @@ def inner_step(policy: GaussianMLPPolicy, adaptation: Adaptation, episodes: Tens
     # parameters that carry no graph (evaluation of a fixed θ) become leaves to differentiate
     params = {k: p if p.requires_grad else p.detach().requires_grad_() for k, p in adaptation.params[-1].items()}
     with torch.enable_grad():
-        loss = vpg_loss(policy, params, episodes).sum()
+        loss = vpg_loss(policy, params, episodes, adaptation.estimator).sum()
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
     adaptation.params.append({k: p - adaptation.lr * g for (k, p), g in zip(params.items(), grads)})
     if not first_order:
@@ -81,9 +89,9 @@ def inner_step(policy: GaussianMLPPolicy, adaptation: Adaptation, episodes: Tens
 
 
 def adapt(policy: GaussianMLPPolicy, theta: Params, supports: list[TensorDict], lr: float,
-          first_order: bool, num_tasks: int) -> Adaptation:
+          first_order: bool, num_tasks: int, estimator: str = "maml") -> Adaptation:
     """Run the whole inner loop on already collected support episodes (one batch per step)."""
-    adaptation = Adaptation([expand_params(theta, num_tasks)], lr=lr)
+    adaptation = Adaptation([expand_params(theta, num_tasks)], lr=lr, estimator=estimator)
     for episodes in supports:
         inner_step(policy, adaptation, episodes, first_order)
     return adaptation

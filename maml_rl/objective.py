@@ -24,12 +24,13 @@ class MetaObjective:
             ``loc``/``log_std`` of the behaviour policy θ'_old.
         lr: inner learning rate α.
         first_order: drop the second-order terms of the adaptation.
+        estimator: the inner loss's form, ``"maml"`` or ``"lvc"`` (see ``inner.vpg_loss``).
     """
 
     def __init__(self, policy: GaussianMLPPolicy, supports: list[TensorDict], query: TensorDict,
-                 lr: float, first_order: bool):
+                 lr: float, first_order: bool, estimator: str = "maml"):
         self.policy, self.supports, self.query = policy, supports, query
-        self.lr, self.first_order = lr, first_order
+        self.lr, self.first_order, self.estimator = lr, first_order, estimator
 
     def adapt(self, theta: Params, supports: list[TensorDict] | None = None,
               differentiable: bool = True) -> Adaptation:
@@ -40,7 +41,7 @@ class MetaObjective:
         """
         supports = self.supports if supports is None else supports
         first_order = self.first_order or not differentiable
-        return adapt(self.policy, theta, supports, self.lr, first_order, self.query.shape[0])
+        return adapt(self.policy, theta, supports, self.lr, first_order, self.query.shape[0], self.estimator)
 
     def surrogate_and_kl(self, adapted: Params, query: TensorDict | None = None, clip_eps: float | None = None):
         """Surrogate and mean KL (scalars) of adapted parameters ``[task, ...]`` on the query.

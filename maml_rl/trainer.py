@@ -68,6 +68,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.oracle = cfg.env.oracle or cfg.baseline.oracle
         self.num_inner_steps = cfg.inner.num_steps if cfg.baseline.inner_loop else 0
+        self.estimator = cfg.inner.get("estimator", "maml")  # configs saved before the key used Finn's form
         self.env = make_env(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task, self.oracle, cfg.threads,
                             self.generator)
         self.policy = initial_policy(cfg, self.env)
@@ -90,7 +91,8 @@ class Trainer:
         cfg = self.cfg
         tasks = self.env.sample_tasks(cfg.meta_batch_size, self.generator)
         self.env.set_tasks(tasks)
-        adaptation = Adaptation([expand_params(self.policy.params(), cfg.meta_batch_size)], lr=cfg.inner.lr)
+        adaptation = Adaptation([expand_params(self.policy.params(), cfg.meta_batch_size)], lr=cfg.inner.lr,
+                                estimator=self.estimator)
         supports, t_sample, t_inner = [], 0.0, 0.0
         for _ in range(self.num_inner_steps):
             t0 = time.perf_counter()
@@ -107,7 +109,8 @@ class Trainer:
         """One meta-iteration; returns its metrics."""
         t_start = time.perf_counter()
         supports, query, adaptation, metrics = self.meta_batch()
-        objective = MetaObjective(self.policy, supports, query, self.cfg.inner.lr, self.cfg.inner.first_order)
+        inner = self.cfg.inner
+        objective = MetaObjective(self.policy, supports, query, inner.lr, inner.first_order, self.estimator)
         t0 = time.perf_counter()
         metrics.update(self.algorithm.step(objective, self.policy.params(), adaptation, self.generator))
         metrics["time_outer"] = time.perf_counter() - t0

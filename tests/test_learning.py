@@ -12,9 +12,10 @@ def test_defaults_are_the_papers_navigation_setting():
     cfg = composed(hydra=True)
     assert (cfg.env.name, cfg.algorithm.name, cfg.inner.name, cfg.baseline.name) == ("navigation", "trpo", "vpg", "maml")
     assert (cfg.meta_batch_size, cfg.episodes_per_task, cfg.env.horizon, cfg.num_iterations) == (20, 20, 100, 500)
-    assert (cfg.inner.lr, cfg.inner.num_steps, cfg.inner.first_order) == (0.1, 1, False)
+    assert (cfg.inner.lr, cfg.inner.num_steps, cfg.inner.first_order, cfg.inner.estimator) == (0.1, 1, False, "lvc")
     assert (cfg.algorithm.max_kl, cfg.algorithm.cg_iters, cfg.algorithm.ls_max_steps) == (0.01, 10, 15)
     assert cfg.algorithm.ls_backtrack_ratio == 0.8 and list(cfg.policy.hidden_sizes) == [100, 100]
+    assert cfg.env.normalize_actions and not cfg.env.normalize_observations  # as the MAML code's normalize(env)
     assert cfg.hydra.job.chdir is False
 
 
@@ -30,6 +31,8 @@ def test_locomotion_defaults_are_the_papers_and_the_command_line_wins(env, episo
 def test_validate_names_key_value_and_rule():
     with pytest.raises(ConfigError, match=r"algorithm.fvp_subsample=1.5 is not allowed: must be in \(0, 1\]"):
         validate(composed("algorithm.fvp_subsample=1.5"))
+    with pytest.raises(ConfigError, match=r"inner.estimator=dice is not allowed: must be one of \['maml', 'lvc'\]"):
+        validate(composed("inner.estimator=dice"))
     validate(composed("inner.num_steps=0"))  # no adaptation is allowed (the pretrained baseline)
 
 

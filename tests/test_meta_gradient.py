@@ -25,11 +25,12 @@ def finite_difference(f, x, eps=1e-6):
     return grad
 
 
+@pytest.mark.parametrize("estimator", ["maml", "lvc"])
 @pytest.mark.parametrize("num_steps", [1, 2])
-def test_meta_gradient_matches_finite_differences(tiny_policy, num_steps):
+def test_meta_gradient_matches_finite_differences(tiny_policy, num_steps, estimator):
     supports = [random_episodes(tiny_policy, seed=s) for s in range(num_steps)]
     query = random_episodes(tiny_policy, seed=10)
-    objective = MetaObjective(tiny_policy, supports, query, lr=0.5, first_order=False)
+    objective = MetaObjective(tiny_policy, supports, query, lr=0.5, first_order=False, estimator=estimator)
     like = {k: v.detach() for k, v in tiny_policy.params().items()}
     theta = flat(like.values()).requires_grad_()
     (grad,) = torch.autograd.grad(surrogate_of(objective, theta, like), theta)
@@ -37,7 +38,7 @@ def test_meta_gradient_matches_finite_differences(tiny_policy, num_steps):
         expected = finite_difference(lambda x: surrogate_of(objective, x, like).detach(), theta.detach())
     torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-8)
     # the second-order terms matter: the first-order gradient differs
-    first_order = MetaObjective(tiny_policy, supports, query, lr=0.5, first_order=True)
+    first_order = MetaObjective(tiny_policy, supports, query, lr=0.5, first_order=True, estimator=estimator)
     (fo_grad,) = torch.autograd.grad(surrogate_of(first_order, theta, like), theta)
     assert (fo_grad - grad).abs().max() > 1e-4
 
@@ -63,3 +64,39 @@ def test_first_order_gives_the_gradient_at_the_adapted_parameters(tiny_policy):
             e += g / query.shape[0]
     for g, e in zip(grads, expected):
         torch.testing.assert_close(g, e)
+
+
+def test_lvc_takes_the_same_step_and_adds_the_sampling_curvature(tiny_policy):
+    """At the behaviour policy both inner losses give θ' alike; LVC's meta-gradient adds
+    α·(mean_t Â_t ∇log π_t ∇log π_tᵀ)·g for the query gradient g at θ' (Rothfuss et al., 2019)."""
+    support = random_episodes(tiny_policy, tasks=1, seed=1)
+    params = tiny_policy.params()
+    with torch.no_grad():  # the support episodes were sampled by θ itself
+        loc, log_std = tiny_policy(support["observation"])
+        support["log_prob"] = tiny_policy.log_prob(loc, log_std.expand_as(loc)[:, 0, 0], support["action"])
+    query = random_episodes(tiny_policy, tasks=1, seed=2)
+    grads, adapted = {}, {}
+    for estimator in ("maml", "lvc"):
+        objective = MetaObjective(tiny_policy, [support], query, lr=0.5, first_order=False, estimator=estimator)
+        adaptation = objective.adapt(params)
+        adapted[estimator] = flat(adaptation.adapted.values())
+        surrogate, _ = objective.surrogate_and_kl(adaptation.adapted)
+        grads[estimator] = flat(torch.autograd.grad(surrogate, list(params.values())))
+    torch.testing.assert_close(adapted["lvc"], adapted["maml"])
+    # the extra term, built from per-step score vectors ∇log π(a_t|s_t)
+    mask = support["mask"][0].flatten().bool()
+    obs, action = support["observation"][0].flatten(0, 1)[mask], support["action"][0].flatten(0, 1)[mask]
+    advantage = support["advantage"][0].flatten()[mask]
+    scores = []
+    for o, a in zip(obs, action):
+        loc, log_std = tiny_policy(o)
+        log_prob = tiny_policy.log_prob(loc[None, None, None], log_std[None], a[None, None, None]).sum()
+        scores.append(flat(torch.autograd.grad(log_prob, list(params.values()))))
+    scores = torch.stack(scores)
+    curvature = (scores * advantage[:, None]).T @ scores / len(scores)  # mean_t Â_t s_t s_tᵀ
+    objective = MetaObjective(tiny_policy, [support], query, lr=0.5, first_order=True)
+    surrogate, _ = objective.surrogate_and_kl(objective.adapt(params).adapted)
+    query_grad = flat(torch.autograd.grad(surrogate, list(params.values())))  # first order: g at θ'
+    # (I − α H_lvc) g − (I − α H_maml) g with H_lvc = H_maml − mean_t Â_t s_t s_tᵀ
+    assert (0.5 * curvature @ query_grad).abs().max() > 1e-3  # a term that matters
+    torch.testing.assert_close(grads["lvc"] - grads["maml"], 0.5 * curvature @ query_grad, rtol=1e-6, atol=1e-9)
