@@ -2,10 +2,9 @@
 
 import math
 
+import pytest
 import torch
 from tensordict import TensorDict
-
-import pytest
 
 from maml_rl.advantages import baseline_features, compute_advantages, discounted_returns, fit_linear_baseline
 from maml_rl.envs import make_env
