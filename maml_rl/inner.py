@@ -22,7 +22,7 @@ def vpg_loss(policy: GaussianMLPPolicy, params: Params, episodes: TensorDict, es
     et al., 2017, Section 3.2), with advantages from ``compute_advantages`` in place of raw
     returns. ``"lvc"``: L_i = −mean_t π_θi(a_t|s_t) / π_b(a_t|s_t) Â_t with π_b the behaviour
     policy that sampled the episodes (``log_prob``), ProMP's low-variance curvature objective
-    (Rothfuss et al., 2019, Section 5, Eq. 6). At θ_i = b both give the same gradient, hence the
+    (Rothfuss et al., 2019, Section 5). At θ_i = b both give the same gradient, hence the
     same adaptation step; LVC's second derivatives add the term Σ_t ∇log π ∇log πᵀ Â through which
     the meta-gradient sees how θ shapes the sampling of the support episodes, a term the first
     form drops. Only the meta-gradient through the step differs.
