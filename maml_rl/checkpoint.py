@@ -13,6 +13,8 @@ from .policy import GaussianMLPPolicy
 
 FORMAT_VERSION = 1
 RUN_ID = re.compile(r"^(runs:/)?([0-9a-f]{32})/?$")
+# config keys added after checkpoints were first written → the value those checkpoints were trained with
+ADDED_KEYS = {("env", "normalize_actions"): False, ("inner", "estimator"): "maml"}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
@@ -32,7 +34,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint``.
+    """Read a checkpoint written by ``save_checkpoint``; config keys it predates get ``ADDED_KEYS``.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -44,6 +46,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "format_version" not in state or "policy" not in state:
         raise ValueError(f"{path} is not a maml_rl checkpoint")
+    for (group, key), value in ADDED_KEYS.items():  # resume and evaluate an older checkpoint as it was trained
+        state.get("config", {}).get(group, {}).setdefault(key, value)
     return state
 
 

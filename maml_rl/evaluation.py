@@ -80,8 +80,8 @@ def load_candidate(reference: str, cfg: DictConfig, tracking_uri: str) -> Candid
                               f"env {cfg.env.name!r} (oracle={oracle}) gives {obs_dim}")
     policy = GaussianMLPPolicy(**state["policy_kwargs"])
     policy.load_state_dict(state["policy"])
-    normalize_actions = state["config"]["env"].get("normalize_actions", False)  # absent: saved before the key
-    return Candidate(state["baseline"], policy, oracle, normalize_actions, str(path), state.get("mlflow_run_id"))
+    return Candidate(state["baseline"], policy, oracle, state["config"]["env"]["normalize_actions"], str(path),
+                     state.get("mlflow_run_id"))
 
 
 def random_candidate(cfg: DictConfig) -> Candidate:

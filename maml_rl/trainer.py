@@ -68,7 +68,6 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.oracle = cfg.env.oracle or cfg.baseline.oracle
         self.num_inner_steps = cfg.inner.num_steps if cfg.baseline.inner_loop else 0
-        self.estimator = cfg.inner.get("estimator", "maml")  # configs saved before the key used Finn's form
         self.env = make_env(cfg.env, cfg.meta_batch_size, cfg.episodes_per_task, self.oracle, cfg.threads,
                             self.generator)
         self.policy = initial_policy(cfg, self.env)
@@ -92,7 +91,7 @@ class Trainer:
         tasks = self.env.sample_tasks(cfg.meta_batch_size, self.generator)
         self.env.set_tasks(tasks)
         adaptation = Adaptation([expand_params(self.policy.params(), cfg.meta_batch_size)], lr=cfg.inner.lr,
-                                estimator=self.estimator)
+                                estimator=cfg.inner.estimator)
         supports, t_sample, t_inner = [], 0.0, 0.0
         for _ in range(self.num_inner_steps):
             t0 = time.perf_counter()
@@ -110,7 +109,7 @@ class Trainer:
         t_start = time.perf_counter()
         supports, query, adaptation, metrics = self.meta_batch()
         inner = self.cfg.inner
-        objective = MetaObjective(self.policy, supports, query, inner.lr, inner.first_order, self.estimator)
+        objective = MetaObjective(self.policy, supports, query, inner.lr, inner.first_order, inner.estimator)
         t0 = time.perf_counter()
         metrics.update(self.algorithm.step(objective, self.policy.params(), adaptation, self.generator))
         metrics["time_outer"] = time.perf_counter() - t0

@@ -57,9 +57,11 @@ def test_a_checkpoint_is_evaluated_in_the_action_space_it_was_trained_in(tmp_pat
     normalised = dataclasses.replace(candidate, normalize_actions=True)
     assert not torch.equal(curve, adaptation_curve(normalised, cfg, tasks, 1, evaluation_generator(1))[0])
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    del state["config"]["env"]["normalize_actions"]  # as written before actions could be normalised
+    del state["config"]["env"]["normalize_actions"]  # as written before these keys existed
+    del state["config"]["inner"]["estimator"]
     old = save_checkpoint(tmp_path / "old" / "checkpoint.pt", state)
     assert not load_candidate(str(old), cfg, "").normalize_actions
+    assert load_checkpoint(old)["config"]["inner"]["estimator"] == "maml"  # resumes with Finn's form
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])

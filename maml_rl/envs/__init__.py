@@ -35,6 +35,5 @@ def make_env(env_cfg, num_tasks: int, episodes_per_task: int, oracle: bool = Fal
         env = cls(num_tasks, episodes_per_task, oracle=oracle, threads=threads, generator=generator)
     else:
         env = cls(num_tasks, episodes_per_task, oracle=oracle)
-    if normalize_actions is None:  # configs saved before the key existed were trained on raw actions
-        normalize_actions = env_cfg.get("normalize_actions", False)
+    normalize_actions = env_cfg.normalize_actions if normalize_actions is None else normalize_actions
     return TransformedEnv(env, ActionScaling()) if normalize_actions else env
