@@ -23,7 +23,7 @@ bench: $(STAMP)
 	$(PY) -m maml_rl.bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check maml_rl tests
+	$(VENV)/bin/ruff check maml_rl tests experiments
 
 clean-venv:
 	rm -rf $(VENV)
