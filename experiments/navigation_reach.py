@@ -5,8 +5,8 @@ run's inner loop (``inner.num_steps`` steps of size ``inner.lr``), then follow t
 policy's mean action for the horizon. The first table gives, per bin of goal distance |g|, how far
 from the origin the policy ends up, the cosine between its end point and g, and its distance to g.
 
-The second table is the return of the straight-line policy that moves at full speed to r·g/|g|
-for one fixed reach r and stops there: what an adaptation that finds each goal's direction, but
+The second table is the return of the policy that moves at full speed (±0.1 per coordinate) to
+r·g/|g| for one fixed reach r and stays there: what an adaptation that finds each goal's direction, but
 not its distance, scores at best (the maximum over r).
 
     python experiments/navigation_reach.py outputs/<date>/<time>/checkpoint.pt [--tasks 1000] [--seed 0]
