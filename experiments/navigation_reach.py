@@ -7,7 +7,9 @@ from the origin the policy ends up, the cosine between its end point and g, and 
 
 The second table is the return of the policy that moves at full speed (±0.1 per coordinate) to
 r·g/|g| for one fixed reach r and stays there: what an adaptation that finds each goal's direction, but
-not its distance, scores at best (the maximum over r).
+not its distance, scores at best (the maximum over r). A second column gives the same on the
+goals of the run's last meta-batches (kept in the checkpoint), the tasks behind the mean
+post-adaptation return of its last 20 iterations.
 
     python experiments/navigation_reach.py outputs/<date>/<time>/checkpoint.pt [--tasks 1000] [--seed 0]
 """
@@ -83,9 +85,11 @@ def main() -> None:
     if args.tasks < 1:
         parser.error(f"--tasks must be >= 1, got {args.tasks}")
     try:
-        cfg = OmegaConf.create(load_checkpoint(resolve_checkpoint(args.checkpoint, ""))["config"])
+        state = load_checkpoint(resolve_checkpoint(args.checkpoint, ""))
     except (OSError, ValueError) as err:  # missing or not a checkpoint
         parser.error(str(err))
+    cfg = OmegaConf.create(state["config"])
+    recent = state.get("recent_tasks") or []  # none in checkpoints written before it was kept
     if cfg.env.name != "navigation":
         parser.error(f"checkpoint {args.checkpoint} was trained on env {cfg.env.name!r}; this analysis needs 'navigation'")
     goals, end = adapted_end_points(args.checkpoint, cfg, args.tasks, args.seed)
@@ -98,9 +102,12 @@ def main() -> None:
         if sel.any():
             print(f"{f'{low:.2f}-{high:.2f}':<12}{int(sel.sum()):>6}{reach[sel].mean():>8.3f}"
                   f"{cosine[sel].mean():>8.3f}{error[sel].mean():>14.3f}")
-    print(f"\n{'fixed reach':<12}{'return':>8}")
+    print(f"\n{'fixed reach':<12}{'return':>8}" + (f"{f'last {len(recent)} meta-batches':>24}" if recent else ""))
     for r in REACHES:
-        print(f"{r:<12.2f}{fixed_reach_return(goals, r, cfg.env.horizon).mean():>8.2f}")
+        row = f"{r:<12.2f}{fixed_reach_return(goals, r, cfg.env.horizon).mean():>8.2f}"
+        if recent:
+            row += f"{fixed_reach_return(torch.cat(recent), r, cfg.env.horizon).mean():>24.2f}"
+        print(row)
 
 
 if __name__ == "__main__":

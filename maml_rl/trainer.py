@@ -74,6 +74,8 @@ class Trainer:
         self.algorithm = make_algorithm(cfg.algorithm)
         self.iteration = 0
         self.recent: list[float] = []  # post-adaptation returns of the last 20 iterations
+        self.recent_tasks: list[torch.Tensor] = []  # and their tasks, [meta_batch_size, ...] each
+        self.tasks: torch.Tensor | None = None  # the tasks of the current meta-batch
 
     # ----------------------------------------------------------------- one meta-batch
     def sample(self, params: Params) -> TensorDict:
@@ -85,11 +87,11 @@ class Trainer:
         Returns ``(supports, query, adaptation, timings)``: one support batch per inner step
         (none for the baselines trained without an inner loop), the query batch, each
         ``[task, episode, time]``, the differentiable adaptation from θ, and seconds spent
-        sampling and adapting.
+        sampling and adapting. The tasks stay in ``self.tasks``.
         """
         cfg = self.cfg
-        tasks = self.env.sample_tasks(cfg.meta_batch_size, self.generator)
-        self.env.set_tasks(tasks)
+        self.tasks = self.env.sample_tasks(cfg.meta_batch_size, self.generator)
+        self.env.set_tasks(self.tasks)
         adaptation = Adaptation([expand_params(self.policy.params(), cfg.meta_batch_size)], lr=cfg.inner.lr,
                                 estimator=cfg.inner.estimator)
         supports, t_sample, t_inner = [], 0.0, 0.0
@@ -135,6 +137,7 @@ class Trainer:
             metrics = self.meta_step()
             self.iteration = it + 1
             self.recent = (self.recent + [metrics["post_adaptation_return"]])[-20:]
+            self.recent_tasks = (self.recent_tasks + [self.tasks])[-20:]
             figures = {"pre": f"{metrics['pre_adaptation_return']:.1f}", "post": f"{metrics['post_adaptation_return']:.1f}",
                        "kl": f"{metrics['kl']:.4f}", "s_it": f"{metrics['time_iteration']:.2f}"}
             if "line_search_steps" in metrics:  # TRPO
@@ -164,6 +167,7 @@ class Trainer:
             "env": self.cfg.env.name, "baseline": self.cfg.baseline.name, "oracle": self.oracle,
             "mlflow_run_id": self.tracker.run_id if self.tracker else None,
             "tracking_uri": self.tracker.uri if self.tracker else None, "recent_post": self.recent,
+            "recent_tasks": self.recent_tasks,
             "run_dir": str(self.run_dir.resolve()),
         })
 
@@ -178,3 +182,4 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         self.generator.set_state(state["rng"]["generator"])
         self.iteration, self.recent = state["iteration"], list(state.get("recent_post", []))
+        self.recent_tasks = list(state.get("recent_tasks", []))

@@ -48,6 +48,9 @@ def test_cli_resume_continues_the_same_mlflow_run(tmp_path):
     assert b["iteration"] == 4
     for name, value in a["policy"].items():
         assert torch.equal(value, b["policy"][name]), name
+    # the tasks of the last iterations carry over too: 2 from before the cut, 2 after
+    assert len(a["recent_tasks"]) == len(b["recent_tasks"]) == 4
+    assert all(torch.equal(x, y) for x, y in zip(a["recent_tasks"], b["recent_tasks"]))
     runs = runs_in(tmp_path / "mlflow.db")
     assert len(runs) == 2  # no duplicate run for the resumed job
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
