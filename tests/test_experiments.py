@@ -51,6 +51,6 @@ def test_reach_script_on_a_trained_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [(["missing.pt"], "missing.pt"), (["x", "--tasks", "0"], "--tasks must be >= 1")])
-def test_reach_script_rejects_bad_input(tmp_path, args, message):
+def test_reach_script_rejects_bad_input(args, message):
     proc = reach_cli(*args)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
