@@ -90,6 +90,7 @@ def main() -> None:
         parser.error(str(err))
     cfg = OmegaConf.create(state["config"])
     recent = state.get("recent_tasks") or []  # none in checkpoints written before it was kept
+    recent_goals = torch.cat(recent) if recent else None
     if cfg.env.name != "navigation":
         parser.error(f"checkpoint {args.checkpoint} was trained on env {cfg.env.name!r}; this analysis needs 'navigation'")
     goals, end = adapted_end_points(args.checkpoint, cfg, args.tasks, args.seed)
@@ -106,7 +107,7 @@ def main() -> None:
     for r in REACHES:
         row = f"{r:<12.2f}{fixed_reach_return(goals, r, cfg.env.horizon).mean():>8.2f}"
         if recent:
-            row += f"{fixed_reach_return(torch.cat(recent), r, cfg.env.horizon).mean():>24.2f}"
+            row += f"{fixed_reach_return(recent_goals, r, cfg.env.horizon).mean():>24.2f}"
         print(row)
 
 
