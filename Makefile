@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m maml_rl.bench
+	$(PY) experiments/bench.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check maml_rl tests experiments

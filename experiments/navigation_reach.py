@@ -22,13 +22,10 @@ from itertools import pairwise
 import torch
 from omegaconf import OmegaConf
 
-from maml_rl.checkpoint import load_checkpoint, resolve_checkpoint
-from maml_rl.envs import make_env
+from maml_rl.core.checkpoint import load_checkpoint
 from maml_rl.envs.navigation import Navigation2DEnv
-from maml_rl.evaluation import evaluation_generator, load_candidate
-from maml_rl.inner import Adaptation, inner_step
-from maml_rl.policy import expand_params
-from maml_rl.trainer import sample_episodes
+from maml_rl.run.build import build_env, build_learner, build_sampler, resolve_checkpoint
+from maml_rl.run.evaluation import evaluation_generator, load_candidate
 
 REACHES = (0.30, 0.35, 0.38, 0.40, 0.42, 0.45)
 BINS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.75)
@@ -59,20 +56,18 @@ def adapted_end_points(path: str, cfg, num_tasks: int, seed: int) -> tuple[torch
     candidate = load_candidate(path, cfg, tracking_uri="")
     policy, generator = candidate.policy, evaluation_generator(seed + 1)
     goals = Navigation2DEnv.sample_tasks(num_tasks, evaluation_generator(seed))
-    envs = [make_env(cfg.env, num_tasks, n, candidate.oracle, normalize_actions=candidate.normalize_actions)
-            for n in (cfg.episodes_per_task, 1)]
-    for env in envs:
-        env.set_tasks(goals)
-    adaptation = Adaptation([expand_params({k: v.detach() for k, v in policy.params().items()}, num_tasks)],
-                            lr=cfg.inner.lr)
-    for _ in range(0 if candidate.method == "oracle" else cfg.inner.num_steps):
-        support = sample_episodes(envs[0], policy, adaptation.adapted, cfg, generator)
-        inner_step(policy, adaptation, support, first_order=True)
+    support_env, env = (build_env(cfg, num_tasks, n, candidate.oracle, normalize_actions=candidate.normalize_actions)
+                        for n in (cfg.episodes_per_task, 1))
+    learner = build_learner(cfg, policy, 0 if candidate.oracle else cfg.inner.num_steps)
+    theta = {k: v.detach() for k, v in policy.params().items()}
+    sampler = build_sampler(cfg, support_env, policy, generator)
+    _, adaptation, _ = learner.collect_and_adapt(sampler, theta, goals, differentiable=False)
     params = {k: v.detach() for k, v in adaptation.adapted.items()}
-    td = envs[1].reset()
+    env.set_tasks(goals)
+    td = env.reset()
     for _ in range(cfg.env.horizon):
-        td["action"], _ = policy.per_task(params, td["observation"])
-        td = envs[1].step(td)["next"]
+        td["action"] = policy.mode(policy.distribution(params, td["observation"]))
+        td = env.step(td)["next"]
     return goals, td["observation"][:, 0, :2].to(goals.dtype)
 
 

@@ -1,12 +1,30 @@
-"""Structured-config schemas: every key typed, every range checked before any work starts."""
+"""The config schema: every key typed and defaulted here or in its plug-in's settings dataclass,
+every range checked before any work starts.
+
+The YAML files in ``conf/`` only select: each option of a group (``conf/env/ant.yaml``) extends
+the schema node ``schema/<group>/<name>`` stored in Hydra's ConfigStore by ``register``, which
+takes the settings dataclass of every registered plug-in (env, policy, algorithm, tracking).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
+
+from .algorithms import ALGORITHMS, AlgorithmConfig
+from .core.maml import ESTIMATORS
+from .envs import ENVS, EnvConfig
+from .policies import POLICIES, PolicyConfig
+from .registry import Registry
+from .tracking import TRACKERS, TrackingConfig
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"  # presets: the `experiment` group
+MODES = ("train", "evaluate")
+SEED_LIMIT = 2**31  # training seeds lie below it, evaluation streams above (torch seeds use 32 bits)
 
 
 class ConfigError(ValueError):
@@ -14,75 +32,21 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class EnvConfig:
-    """A task family and the paper's settings for it (the top-level keys default to these)."""
-
-    name: str = MISSING
-    horizon: int = 100
-    oracle: bool = False
-    meta_batch_size: int = 20
-    episodes_per_task: int = 20
-    inner_lr: float = 0.1
-    normalize_observations: bool = False
-    normalize_actions: bool = True
-
-
-@dataclass
-class NavigationConfig(EnvConfig):
-    """2D navigation (Finn et al., 2017, Section 5.3): horizon 100, 20 tasks × 20 episodes, α = 0.1."""
-
-    name: str = "navigation"
-
-
-@dataclass
-class LocomotionConfig(EnvConfig):
-    """MuJoCo locomotion (Finn et al., 2017, Section 5.3, App. A.2): horizon 200, 40 tasks, α = 0.1."""
-
-    horizon: int = 200
-    meta_batch_size: int = 40
-    normalize_observations: bool = True
-
-
-@dataclass
-class AlgorithmConfig:
-    name: str = MISSING
-
-
-@dataclass
-class TRPOConfig(AlgorithmConfig):
-    """TRPO outer loop; defaults of the MAML code (max_kl 0.01, 10 CG steps, 15 backtracks ×0.8)."""
-
-    name: str = "trpo"
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    ls_max_steps: int = 15
-    ls_backtrack_ratio: float = 0.8
-    fvp_subsample: float = 0.1
-
-
-@dataclass
-class PPOConfig(AlgorithmConfig):
-    """PPO outer loop (Schulman et al., 2017); defaults of ProMP's MAML-PPO (Rothfuss et al., 2019)."""
-
-    name: str = "ppo"
-    epochs: int = 5
-    lr: float = 1e-3
-    clip_eps: float = 0.3
-    entropy_coef: float = 0.0
-    max_grad_norm: float = 0.5
-
-
-@dataclass
 class InnerConfig:
-    """The adaptation step: ``num_steps`` VPG steps of size ``lr`` (α, the env's default);
-    ``estimator`` is the inner loss's form, which sets the meta-gradient through the steps."""
+    """``inner=vpg``, the adaptation step: ``num_steps`` VPG steps of size ``lr`` (α; the env's
+    ``inner_lr``); ``estimator`` is the inner loss's form, which sets the meta-gradient through the
+    steps (``lvc``: ProMP's low-variance curvature, ``maml``: Finn et al.)."""
 
     name: str = "vpg"
     lr: float = II("env.inner_lr")
     num_steps: int = 1
     first_order: bool = False
     estimator: str = "lvc"
+    rules: ClassVar[dict] = {
+        "lr": (lambda v: v > 0, "> 0"),
+        "num_steps": (lambda v: v >= 0, ">= 0"),
+        "estimator": (lambda v: v in ESTIMATORS, f"one of {list(ESTIMATORS)}"),
+    }
 
 
 @dataclass
@@ -91,122 +55,117 @@ class BaselineConfig:
 
     ``train`` false: no training (the random initialisation); ``inner_loop`` false: training
     without adaptation (pretrained, oracle); ``oracle``: the task parameters are appended to
-    the observation and the policy is evaluated without adaptation.
+    the observation and the policy is evaluated without adaptation (the one oracle switch).
     """
 
     name: str = MISSING
     train: bool = True
     inner_loop: bool = True
     oracle: bool = False
+    rules: ClassVar[dict] = {}
 
 
 @dataclass
 class EvalConfig:
     """``mode=evaluate``: adaptation curves on fresh tasks (Finn et al., 2017, Section 5.3)."""
 
-    checkpoints: list[str] = field(default_factory=list)
-    sweep_dir: str | None = None
-    include_random: bool = True
-    num_tasks: int = 40
-    num_steps: int = 3
-    seed: int = 0
-
-
-@dataclass
-class PolicyConfig:
-    hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
-    activation: str = "relu"
-    init_std: float = 1.0
-
-
-@dataclass
-class TrackingConfig:
-    uri: str | None = None
-    experiment: str = "maml_rl"
+    checkpoints: list[str] = field(default_factory=list)  # checkpoint paths, run dirs or MLflow run ids
+    sweep_dir: str | None = None  # or: evaluate every <sweep_dir>/*/checkpoint.pt
+    include_random: bool = True  # add the seeded random initialisation when no random checkpoint is given
+    num_tasks: int = 40  # fresh evaluation tasks
+    num_steps: int = 3  # gradient steps: returns at k = 0..num_steps
+    seed: int = 0  # evaluation seed (its task stream is disjoint from every training seed)
+    rules: ClassVar[dict] = {
+        "num_tasks": (lambda v: v >= 2, ">= 2 (a confidence interval needs two tasks)"),
+        "num_steps": (lambda v: v >= 0, ">= 0"),
+        "seed": (lambda v: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})"),
+    }
 
 
 @dataclass
 class Config:
+    """The whole config of ``python -m maml_rl``."""
+
     env: EnvConfig = MISSING
     algorithm: AlgorithmConfig = MISSING
     inner: InnerConfig = MISSING
     baseline: BaselineConfig = MISSING
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    policy: PolicyConfig = MISSING
+    tracking: TrackingConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
-    mode: str = "train"
-    resume: str | None = None
+    mode: str = "train"  # train | evaluate
+    resume: str | None = None  # a run dir, checkpoint or MLflow run id to continue
     seed: int = 0
-    meta_batch_size: int = II("env.meta_batch_size")
-    episodes_per_task: int = II("env.episodes_per_task")
+    meta_batch_size: int = II("env.meta_batch_size")  # tasks per meta-iteration (the env's paper setting)
+    episodes_per_task: int = II("env.episodes_per_task")  # episodes per task in each support and query batch
     num_iterations: int = 500
     checkpoint_every: int = 50
     gamma: float = 0.99
     gae_lambda: float = 1.0
-    threads: int = 0
+    threads: int = 0  # torch and MuJoCo threads; 0 = all cores
+    rules: ClassVar[dict] = {
+        "mode": (lambda v: v in MODES, f"one of {list(MODES)}"),
+        "seed": (lambda v: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})"),
+        "meta_batch_size": (lambda v: v >= 1, ">= 1"),
+        "episodes_per_task": (lambda v: v >= 1, ">= 1"),
+        "num_iterations": (lambda v: v >= 0, ">= 0"),
+        "checkpoint_every": (lambda v: v >= 1, ">= 1"),
+        "gamma": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+        "gae_lambda": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+        "threads": (lambda v: v >= 0, ">= 0 (0 = all cores)"),
+    }
 
 
-MODES = ("train", "evaluate")
-SEED_LIMIT = 2**31  # training seeds lie below it, evaluation streams above (torch seeds use 32 bits)
-ACTIVATIONS = ("relu", "tanh")
-ESTIMATORS = ("maml", "lvc")  # forms of the inner loss, see maml_rl.inner.vpg_loss
+PLUGINS: dict[str, Registry] = {"env": ENVS, "algorithm": ALGORITHMS, "policy": POLICIES, "tracking": TRACKERS}
+FIXED = {"inner": InnerConfig, "baseline": BaselineConfig, "eval": EvalConfig}
 
-# key → (rule, allowed-text); checked in this order after Hydra's own type checks
-RULES: dict[str, tuple[Any, str]] = {
-    "mode": (lambda v: v in MODES, f"one of {list(MODES)}"),
-    "seed": (lambda v: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})"),
-    "meta_batch_size": (lambda v: v >= 1, ">= 1"),
-    "episodes_per_task": (lambda v: v >= 1, ">= 1"),
-    "num_iterations": (lambda v: v >= 0, ">= 0"),
-    "checkpoint_every": (lambda v: v >= 1, ">= 1"),
-    "gamma": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "gae_lambda": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "threads": (lambda v: v >= 0, ">= 0 (0 = all cores)"),
-    "env.horizon": (lambda v: v >= 1, ">= 1"),
-    "env.meta_batch_size": (lambda v: v >= 1, ">= 1"),
-    "env.episodes_per_task": (lambda v: v >= 1, ">= 1"),
-    "env.inner_lr": (lambda v: v > 0, "> 0"),
-    "inner.lr": (lambda v: v > 0, "> 0"),
-    "inner.num_steps": (lambda v: v >= 0, ">= 0"),
-    "inner.estimator": (lambda v: v in ESTIMATORS, f"one of {list(ESTIMATORS)}"),
-    "algorithm.max_kl": (lambda v: v > 0, "> 0"),
-    "algorithm.cg_iters": (lambda v: v >= 1, ">= 1"),
-    "algorithm.cg_damping": (lambda v: v >= 0, ">= 0"),
-    "algorithm.ls_max_steps": (lambda v: v >= 1, ">= 1"),
-    "algorithm.ls_backtrack_ratio": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "algorithm.fvp_subsample": (lambda v: 0 < v <= 1, "in (0, 1] (1 = exact Fisher-vector products)"),
-    "algorithm.epochs": (lambda v: v >= 1, ">= 1"),
-    "algorithm.lr": (lambda v: v > 0, "> 0"),
-    "algorithm.clip_eps": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "algorithm.entropy_coef": (lambda v: v >= 0, ">= 0"),
-    "algorithm.max_grad_norm": (lambda v: v > 0, "> 0"),
-    "policy.hidden_sizes": (lambda v: len(v) >= 1 and all(h >= 1 for h in v), "a non-empty list of sizes >= 1"),
-    "policy.activation": (lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
-    "policy.init_std": (lambda v: v > 0, "> 0"),
-    "tracking.experiment": (lambda v: bool(v.strip()), "a non-empty name"),
-    "eval.num_tasks": (lambda v: v >= 2, ">= 2 (a confidence interval needs two tasks)"),
-    "eval.num_steps": (lambda v: v >= 0, ">= 0"),
-    "eval.seed": (lambda v: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})"),
-}
+
+def _schema_of(cfg: DictConfig, group: str) -> type | None:
+    if group in FIXED:
+        return FIXED[group]
+    name = OmegaConf.select(cfg, f"{group}.name", default=None)
+    return PLUGINS[group][name].config if name in PLUGINS[group] else None
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check every ranged key of a composed config.
+    """Check every ranged key of a composed config against the rules of its schema.
 
     Raises:
-        ConfigError: ``"inner.lr=-0.1 is not allowed: must be > 0"`` for the first bad value.
+        ConfigError: ``"inner.lr=-0.1 is not allowed: must be > 0"`` for the first bad value, or
+            an unknown plug-in name (``"algorithm.name='sgd' is not known; available: [...]"``).
     """
-    for key, (ok, allowed) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not ok(value):
-            raise ConfigError(f"{key}={value} is not allowed: must be {allowed}")
+    for group, registry in PLUGINS.items():
+        name = OmegaConf.select(cfg, f"{group}.name", default=None)
+        if name is not None and name not in registry:
+            raise ConfigError(f"{group}.name={name!r} is not known; available: {sorted(registry.entries)}")
+    checks = [("", Config)] + [(f"{g}.", _schema_of(cfg, g)) for g in [*PLUGINS, *FIXED]]
+    for prefix, schema in checks:
+        for key, (ok, allowed) in (getattr(schema, "rules", None) or {}).items():
+            value = OmegaConf.select(cfg, prefix + key, default=None)
+            if value is not None and not ok(value):
+                raise ConfigError(f"{prefix}{key}={value} is not allowed: must be {allowed}")
+
+
+def settings(cfg: DictConfig, group: str) -> Any:
+    """The settings dataclass of a plug-in group (``"env"``, ``"policy"``, ...) filled from ``cfg``."""
+    return PLUGINS[group].settings(OmegaConf.to_container(cfg[group], resolve=True))
 
 
 def register() -> None:
-    """Put the schemas in Hydra's ConfigStore; the YAML files in ``conf/`` extend them."""
+    """Put the schemas and the experiment presets in Hydra's ConfigStore.
+
+    Each registered plug-in's settings dataclass becomes ``schema/<group>/<name>`` (what the
+    option's YAML extends); the fixed groups are ``schema/inner/vpg`` and ``schema/baseline/base``.
+    The presets in ``experiments/*.yaml`` become the ``experiment`` group (global package), so
+    ``+experiment=navigation_fig4`` finds them wherever the command runs.
+    """
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
-    for group, name, node in [("env", "navigation", NavigationConfig), ("env", "locomotion", LocomotionConfig),
-                              ("algorithm", "trpo", TRPOConfig), ("algorithm", "ppo", PPOConfig),
-                              ("inner", "vpg", InnerConfig), ("baseline", "base", BaselineConfig)]:
-        cs.store(group=f"schema/{group}", name=name, node=node, package=group)
+    for group, registry in PLUGINS.items():
+        for entry in registry:
+            cs.store(group=f"schema/{group}", name=entry.name, node=entry.config, package=group)
+    cs.store(group="schema/inner", name="vpg", node=InnerConfig, package="inner")
+    cs.store(group="schema/baseline", name="base", node=BaselineConfig, package="baseline")
+    for preset in sorted(EXPERIMENTS.glob("*.yaml")):
+        cs.store(group="experiment", name=preset.stem, node=OmegaConf.load(preset), package="_global_")
+

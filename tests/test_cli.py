@@ -8,7 +8,8 @@ import mlflow
 import pytest
 import torch
 
-from maml_rl.checkpoint import load_checkpoint, load_policy
+from maml_rl.core.checkpoint import load_checkpoint
+from maml_rl.policies import load_policy
 
 from .conftest import TINY
 
@@ -64,8 +65,8 @@ def test_checkpoint_loads_back(tiny_run):
     state = load_checkpoint(path)
     assert state["iteration"] == 2 and state["config"]["seed"] == 3 and state["baseline"] == "maml"
     policy = load_policy(path)
-    mean, log_std = policy(torch.zeros(5, 2))
-    assert mean.shape == (5, 2) and log_std.shape == (2,)
+    dist = policy(torch.zeros(5, 2))
+    assert dist["loc"].shape == (5, 2) and dist["log_std"].shape == (1, 2)
     assert [m.out_features for m in policy.mean if isinstance(m, torch.nn.Linear)] == [8, 8, 2]
 
 

@@ -8,10 +8,10 @@ import mlflow
 import pytest
 import torch
 
-from maml_rl.checkpoint import load_checkpoint, save_checkpoint
+from maml_rl.core.checkpoint import load_checkpoint, save_checkpoint
 from maml_rl.envs.navigation import Navigation2DEnv
-from maml_rl.evaluation import adaptation_curve, evaluation_generator, load_candidate, random_candidate
-from maml_rl.trainer import Trainer
+from maml_rl.run.evaluation import adaptation_curve, evaluation_generator, load_candidate, random_candidate
+from maml_rl.run.trainer import Trainer
 
 from .conftest import TINY, composed
 from .test_cli import run_cli, runs_in
@@ -19,19 +19,20 @@ from .test_cli import run_cli, runs_in
 
 def test_pretrained_training_never_runs_the_inner_loop(tmp_path):
     trainer = Trainer(composed(*TINY, "baseline=pretrained"), tmp_path)
-    supports, _, adaptation, timings = trainer.meta_batch()
-    assert supports == [] and adaptation.grads == [] and len(adaptation.params) == 1
-    assert timings["time_inner"] == 0.0
+    tasks = trainer.env.sample_tasks(2, trainer.generator)
+    batch = trainer.learner.meta_batch(trainer.sampler, trainer.policy.params(), tasks)
+    assert batch.supports == [] and batch.adaptation.grads == [] and len(batch.adaptation.params) == 1
+    assert batch.timings["time_inner"] == 0.0
     metrics = trainer.meta_step()
     assert metrics["pre_adaptation_return"] == metrics["post_adaptation_return"]
 
 
 def test_oracle_observations_carry_the_task_parameters(tmp_path):
     trainer = Trainer(composed(*TINY, "baseline=oracle"), tmp_path)
-    assert trainer.policy.obs_dim == 4 and trainer.num_inner_steps == 0
-    _, query, _, _ = trainer.meta_batch()
-    goals = trainer.env.goals
-    assert torch.equal(query["observation"][..., 2:], goals[:, None, None, :].expand_as(query["observation"][..., 2:]))
+    assert trainer.policy.obs_dim == 4 and trainer.learner.num_steps == 0
+    goals = trainer.env.sample_tasks(2, trainer.generator)
+    query = trainer.learner.meta_batch(trainer.sampler, trainer.policy.params(), goals).query
+    assert torch.equal(query["observation"][..., 2:], goals.float()[:, None, None, :].expand_as(query["observation"][..., 2:]))
 
 
 def test_random_baseline_is_reproducible_from_its_seed(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 
 from maml_rl.config import ConfigError, validate
-from maml_rl.trainer import Trainer
+from maml_rl.run.trainer import Trainer
 
 from .conftest import composed
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from maml_rl.core.sampler import rollout
 from maml_rl.envs import make_env
 from maml_rl.envs.locomotion import AntDirEnv, AntVelEnv, HalfCheetahDirEnv, HalfCheetahVelEnv, compiler_warnings_to_log
-from maml_rl.policy import GaussianMLPPolicy, ObservationNormalizer
-from maml_rl.sampler import rollout
+from maml_rl.policies.base import ObservationNormalizer
+from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
 
 from .conftest import composed
 
@@ -133,7 +134,7 @@ def test_ant_terminates_when_unhealthy_and_the_sampler_masks_afterwards():
     env = AntVelEnv(2, 8, threads=2, generator=torch.Generator().manual_seed(0))
     env.set_tasks(torch.tensor([1.0, 2.0]))
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(env.observation_spec["observation"].shape[-1], 8, (16,))
+    policy = GaussianMLPPolicy(env.observation_spec["observation"].shape[-1], 8, (16,), "relu", 1.0)
     params = {k: v.detach().expand(2, *v.shape) for k, v in policy.params().items()}
     episodes = rollout(env, policy, params, 60, torch.Generator().manual_seed(0))
     mask, done = episodes["mask"], episodes["done"]

@@ -5,9 +5,8 @@ import torch
 from torch.func import functional_call
 
 from maml_rl.algorithms.trpo import flat, unflat
-from maml_rl.objective import MetaObjective
 
-from .conftest import random_episodes
+from .conftest import make_objective, random_episodes
 
 
 def surrogate_of(objective, theta_flat, like):
@@ -30,7 +29,7 @@ def finite_difference(f, x, eps=1e-6):
 def test_meta_gradient_matches_finite_differences(tiny_policy, num_steps, estimator):
     supports = [random_episodes(tiny_policy, seed=s) for s in range(num_steps)]
     query = random_episodes(tiny_policy, seed=10)
-    objective = MetaObjective(tiny_policy, supports, query, lr=0.5, first_order=False, estimator=estimator)
+    objective = make_objective(tiny_policy, supports, query, lr=0.5, first_order=False, estimator=estimator)
     like = {k: v.detach() for k, v in tiny_policy.params().items()}
     theta = flat(like.values()).requires_grad_()
     (grad,) = torch.autograd.grad(surrogate_of(objective, theta, like), theta)
@@ -38,7 +37,7 @@ def test_meta_gradient_matches_finite_differences(tiny_policy, num_steps, estima
         expected = finite_difference(lambda x: surrogate_of(objective, x, like).detach(), theta.detach())
     torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-8)
     # the second-order terms matter: the first-order gradient differs
-    first_order = MetaObjective(tiny_policy, supports, query, lr=0.5, first_order=True, estimator=estimator)
+    first_order = make_objective(tiny_policy, supports, query, lr=0.5, first_order=True, estimator=estimator)
     (fo_grad,) = torch.autograd.grad(surrogate_of(first_order, theta, like), theta)
     assert (fo_grad - grad).abs().max() > 1e-4
 
@@ -46,7 +45,7 @@ def test_meta_gradient_matches_finite_differences(tiny_policy, num_steps, estima
 def test_first_order_gives_the_gradient_at_the_adapted_parameters(tiny_policy):
     supports = [random_episodes(tiny_policy, seed=1)]
     query = random_episodes(tiny_policy, seed=2)
-    objective = MetaObjective(tiny_policy, supports, query, lr=0.5, first_order=True)
+    objective = make_objective(tiny_policy, supports, query, lr=0.5, first_order=True)
     params = tiny_policy.params()
     surrogate, _ = objective.surrogate_and_kl(objective.adapt(params).adapted)
     grads = torch.autograd.grad(surrogate, list(params.values()))
@@ -56,8 +55,8 @@ def test_first_order_gives_the_gradient_at_the_adapted_parameters(tiny_policy):
     for i in range(query.shape[0]):
         theta_i = {k: v[i].clone().requires_grad_() for k, v in adapted.items()}
         q = query[i]
-        loc, log_std = functional_call(tiny_policy, theta_i, (q["observation"],))
-        log_prob = tiny_policy.log_prob(loc[None], log_std[None], q["action"][None])[0]
+        dist = functional_call(tiny_policy, theta_i, (q["observation"],))
+        log_prob = tiny_policy.log_prob(dist, q["action"])
         ratio = torch.exp(log_prob - q["log_prob"])
         task_surrogate = (ratio * q["advantage"] * q["mask"]).sum() / q["mask"].sum()
         for e, g in zip(expected, torch.autograd.grad(task_surrogate, list(theta_i.values()))):
@@ -72,12 +71,11 @@ def test_lvc_takes_the_same_step_and_adds_the_sampling_curvature(tiny_policy):
     support = random_episodes(tiny_policy, tasks=1, seed=1)
     params = tiny_policy.params()
     with torch.no_grad():  # the support episodes were sampled by θ itself
-        loc, log_std = tiny_policy(support["observation"])
-        support["log_prob"] = tiny_policy.log_prob(loc, log_std.expand_as(loc)[:, 0, 0], support["action"])
+        support["log_prob"] = tiny_policy.log_prob(tiny_policy(support["observation"]), support["action"])
     query = random_episodes(tiny_policy, tasks=1, seed=2)
     grads, adapted = {}, {}
     for estimator in ("maml", "lvc"):
-        objective = MetaObjective(tiny_policy, [support], query, lr=0.5, first_order=False, estimator=estimator)
+        objective = make_objective(tiny_policy, [support], query, lr=0.5, first_order=False, estimator=estimator)
         adaptation = objective.adapt(params)
         adapted[estimator] = flat(adaptation.adapted.values())
         surrogate, _ = objective.surrogate_and_kl(adaptation.adapted)
@@ -89,12 +87,11 @@ def test_lvc_takes_the_same_step_and_adds_the_sampling_curvature(tiny_policy):
     advantage = support["advantage"][0].flatten()[mask]
     scores = []
     for o, a in zip(obs, action):
-        loc, log_std = tiny_policy(o)
-        log_prob = tiny_policy.log_prob(loc[None, None, None], log_std[None], a[None, None, None]).sum()
+        log_prob = tiny_policy.log_prob(tiny_policy(o), a)
         scores.append(flat(torch.autograd.grad(log_prob, list(params.values()))))
     scores = torch.stack(scores)
     curvature = (scores * advantage[:, None]).T @ scores / len(scores)  # mean_t Â_t s_t s_tᵀ
-    objective = MetaObjective(tiny_policy, [support], query, lr=0.5, first_order=True)
+    objective = make_objective(tiny_policy, [support], query, lr=0.5, first_order=True)
     surrogate, _ = objective.surrogate_and_kl(objective.adapt(params).adapted)
     query_grad = flat(torch.autograd.grad(surrogate, list(params.values())))  # first order: g at θ'
     # (I − α H_lvc) g − (I − α H_maml) g with H_lvc = H_maml − mean_t Â_t s_t s_tᵀ

@@ -6,11 +6,12 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from maml_rl.advantages import baseline_features, compute_advantages, discounted_returns, fit_linear_baseline
+from maml_rl.core.advantages import baseline_features, compute_advantages, discounted_returns, fit_linear_baseline
+from maml_rl.core.params import expand_params
+from maml_rl.core.sampler import episode_returns, rollout
 from maml_rl.envs import make_env
 from maml_rl.envs.navigation import Navigation2DEnv
-from maml_rl.policy import GaussianMLPPolicy, expand_params
-from maml_rl.sampler import episode_returns, rollout
+from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
 
 from .conftest import composed
 
@@ -63,7 +64,7 @@ def test_task_sampling_range():
 def test_rollout_masks_steps_after_termination():
     env = Navigation2DEnv(2, 3)
     env.set_tasks(torch.tensor([[0.3, 0.0], [-0.2, 0.2]]))
-    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(4,), init_std=1e-6)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(4,), activation="relu", init_std=1e-6)
     with torch.no_grad():  # a deterministic policy moving +0.1 in x: reaches (0.3, 0) at step 3
         for p in policy.mean.parameters():
             p.zero_()

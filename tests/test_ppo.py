@@ -3,21 +3,18 @@
 import pytest
 import torch
 
-from maml_rl.algorithms.ppo import PPO
-from maml_rl.objective import MetaObjective
-from maml_rl.trainer import Trainer
+from maml_rl.algorithms.ppo import PPO, PPOConfig
+from maml_rl.core.objective import MetaObjective
+from maml_rl.run.trainer import Trainer
 
-from .conftest import TINY, composed, random_episodes
+from .conftest import TINY, composed, make_objective, on_policy, random_episodes
 
 
 def objective_with_ratio(policy, ratio: float, advantage_sign: float = 0.0) -> MetaObjective:
     """Query whose behaviour log-probs make π_θ'(θ)/π_old equal ``ratio`` at the current θ."""
     support, query = random_episodes(policy, seed=0), random_episodes(policy, seed=1)
-    objective = MetaObjective(policy, [support], query, lr=0.5, first_order=False)
-    adapted = objective.adapt(policy.params()).adapted
-    loc, log_std = policy.per_task(adapted, query["observation"])
-    query["log_prob"] = (policy.log_prob(loc, log_std, query["action"]) - torch.log(torch.tensor(ratio))).detach()
-    query["loc"], query["log_std"] = loc.detach(), log_std.detach()[:, None, None, :].expand_as(query["loc"])
+    objective = on_policy(policy, make_objective(policy, [support], query))
+    query["log_prob"] = query["log_prob"] - torch.log(torch.tensor(ratio, dtype=query["log_prob"].dtype))
     if advantage_sign:
         query["advantage"] = advantage_sign * query["advantage"].abs()
     return objective
@@ -58,13 +55,13 @@ def test_clipping_stops_rewarding_ratios_past_one_plus_minus_eps(tiny_policy):
 
 def test_ppo_step_improves_the_surrogate_and_checkpoints_adam(tiny_policy):
     objective = objective_with_ratio(tiny_policy, 1.0)
-    ppo = PPO(epochs=4, lr=1e-2, clip_eps=0.2, max_grad_norm=10.0)
+    ppo = PPO(PPOConfig(epochs=4, lr=1e-2, clip_eps=0.2, max_grad_norm=10.0))
     before = [p.detach().clone() for p in tiny_policy.parameters()]
     stats = ppo.step(objective, tiny_policy.params(), objective.adapt(tiny_policy.params()), torch.Generator())
     assert stats["surrogate_after"] > stats["surrogate_before"] and stats["kl"] > 0
     assert any(not torch.equal(a, p) for a, p in zip(before, tiny_policy.parameters()))
     state = ppo.state_dict()
-    restored = PPO(epochs=4, lr=1e-2)
+    restored = PPO(PPOConfig(epochs=4, lr=1e-2))
     restored.load_state_dict(state)
     restored._bind(tiny_policy.params())
     for k, v in state["state"].items():

@@ -8,8 +8,8 @@ import mlflow
 import pytest
 import torch
 
-from maml_rl.checkpoint import load_checkpoint, save_checkpoint
-from maml_rl.trainer import Trainer
+from maml_rl.core.checkpoint import load_checkpoint, save_checkpoint
+from maml_rl.run.trainer import Trainer
 
 from .conftest import TINY, composed
 from .test_cli import run_cli, runs_in
@@ -86,7 +86,7 @@ def test_a_checkpoint_write_that_dies_midway_leaves_the_previous_one(tmp_path):
 
 KILLED_WRITER = """
 import os, signal, sys, torch
-from maml_rl.checkpoint import save_checkpoint
+from maml_rl.core.checkpoint import save_checkpoint
 
 class DiesWhilePickled:
     def __reduce__(self):

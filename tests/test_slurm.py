@@ -17,7 +17,7 @@ import mlflow
 import pytest
 import torch
 
-from maml_rl.checkpoint import load_checkpoint
+from maml_rl.core.checkpoint import load_checkpoint
 
 from .conftest import TINY
 from .test_cli import runs_in

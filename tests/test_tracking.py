@@ -9,10 +9,10 @@ import mlflow
 WRITER = """
 import sys
 from pathlib import Path
-from maml_rl.tracking import Tracker
+from maml_rl.run.build import start_tracker
 from tests.conftest import composed
 cfg = composed("seed=" + sys.argv[1], "tracking.experiment=concurrency")
-tracker = Tracker(cfg, Path(sys.argv[2]) / sys.argv[1], Path(sys.argv[2]))
+tracker = start_tracker(cfg, Path(sys.argv[2]) / sys.argv[1], Path(sys.argv[2]))
 for step in range(40):
     tracker.log_metrics({"a": step, "b": -step, "c": 0.5 * step}, step=step)
 tracker.finish()

@@ -3,25 +3,16 @@
 import pytest
 import torch
 
-from maml_rl.algorithms.trpo import TRPO, conjugate_gradient, fisher_vector_product, flat, unflat
-from maml_rl.objective import MetaObjective
-from maml_rl.policy import GaussianMLPPolicy
+from maml_rl.algorithms.trpo import TRPO, TRPOConfig, conjugate_gradient, fisher_vector_product, flat, unflat
 
-from .conftest import random_episodes
+from .conftest import make_objective, on_policy, random_episodes
 
 
 def on_policy_objective(policy, num_steps, first_order=False, lr=0.5):
     """Support/query batches whose behaviour policy is the adapted policy itself (θ_old = θ)."""
     supports = [random_episodes(policy, seed=s) for s in range(num_steps)]
     query = random_episodes(policy, seed=10)
-    objective = MetaObjective(policy, supports, query, lr=lr, first_order=first_order)
-    with torch.no_grad(), torch.enable_grad():
-        adapted = {k: v.detach() for k, v in objective.adapt(policy.params()).adapted.items()}
-        loc, log_std = policy.per_task(adapted, query["observation"])
-    query["loc"] = loc
-    query["log_std"] = log_std[:, None, None, :].expand_as(loc).clone()
-    query["log_prob"] = GaussianMLPPolicy.log_prob(loc, log_std, query["action"])
-    return objective
+    return on_policy(policy, make_objective(policy, supports, query, lr=lr, first_order=first_order))
 
 
 @pytest.mark.parametrize("num_steps,first_order", [(1, False), (2, False), (1, True)])
@@ -54,7 +45,7 @@ def test_conjugate_gradient_solves_spd_system():
 def test_trpo_step_stays_in_trust_region(tiny_policy, max_kl):
     objective = on_policy_objective(tiny_policy, 1)
     before = flat(p.detach() for p in tiny_policy.parameters()).clone()
-    trpo = TRPO(max_kl=max_kl, fvp_subsample=1.0)
+    trpo = TRPO(TRPOConfig(max_kl=max_kl, fvp_subsample=1.0))
     adaptation = objective.adapt(tiny_policy.params())
     stats = trpo.step(objective, tiny_policy.params(), adaptation, torch.Generator().manual_seed(0))
     surrogate, kl = objective.evaluate(tiny_policy.params())
@@ -68,7 +59,7 @@ def test_rejected_step_leaves_theta_unchanged(tiny_policy):
     objective = on_policy_objective(tiny_policy, 1)
     objective.query["advantage"].zero_()  # no step can improve a surrogate that is identically 0
     before = {k: v.detach().clone() for k, v in tiny_policy.state_dict().items()}
-    trpo = TRPO(max_kl=0.01, fvp_subsample=1.0, ls_max_steps=3)
+    trpo = TRPO(TRPOConfig(max_kl=0.01, fvp_subsample=1.0, ls_max_steps=3))
     stats = trpo.step(objective, tiny_policy.params(), objective.adapt(tiny_policy.params()),
                       torch.Generator().manual_seed(0))
     assert stats["step_accepted"] == 0.0 and stats["line_search_steps"] == 3

@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ..inner import Adaptation
-from ..objective import MetaObjective
-from ..policy import Params
+from ..core.maml import Adaptation
+from ..core.objective import MetaObjective
+from ..core.params import Params
+from .base import ALGORITHMS, AlgorithmConfig
 
 
 @dataclass
+class PPOConfig(AlgorithmConfig):
+    """``algorithm=ppo``: the settings of ProMP's MAML-PPO (Rothfuss et al., 2019): 5 Adam epochs
+    of step 1e-3, clip 0.3."""
+
+    name: str = "ppo"
+    epochs: int = 5
+    lr: float = 1e-3
+    clip_eps: float = 0.3
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    rules: ClassVar[dict] = {
+        "epochs": (lambda v: v >= 1, ">= 1"),
+        "lr": (lambda v: v > 0, "> 0"),
+        "clip_eps": (lambda v: 0 < v < 1, "in (0, 1)"),
+        "entropy_coef": (lambda v: v >= 0, ">= 0"),
+        "max_grad_norm": (lambda v: v > 0, "> 0"),
+    }
+
+
+@ALGORITHMS.register("ppo", PPOConfig)
 class PPO:
     """The PPO meta-update on ``MetaObjective``.
 
@@ -23,26 +44,22 @@ class PPO:
     size ``lr``. Adam's moments persist across meta-iterations and are checkpointed.
     """
 
-    epochs: int = 5
-    lr: float = 1e-3
-    clip_eps: float = 0.3
-    entropy_coef: float = 0.0
-    max_grad_norm: float = 0.5
-    _optimizer: torch.optim.Adam | None = field(default=None, init=False, repr=False)
-    _pending_state: dict | None = field(default=None, init=False, repr=False)
+    def __init__(self, config: PPOConfig):
+        self.config = config
+        self._optimizer: torch.optim.Adam | None = None
+        self._pending_state: dict | None = None
 
     def loss(self, objective: MetaObjective, adapted: Params) -> tuple[torch.Tensor, torch.Tensor]:
         """(−clipped surrogate − entropy bonus, clipped surrogate), scalars differentiable w.r.t. θ."""
-        surrogate, _ = objective.surrogate_and_kl(adapted, clip_eps=self.clip_eps)
-        log_std = adapted["log_std"]  # [task, act_dim]; the Gaussian's entropy depends on it only
-        entropy = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1).mean()
-        return -(surrogate + self.entropy_coef * entropy), surrogate
+        surrogate, _ = objective.surrogate_and_kl(adapted, clip_eps=self.config.clip_eps)
+        bonus = self.config.entropy_coef * objective.entropy(adapted) if self.config.entropy_coef else 0.0
+        return -(surrogate + bonus), surrogate
 
     def step(self, objective: MetaObjective, params: Params, adaptation: Adaptation,
              generator: torch.Generator) -> dict:
         """Update ``params`` in place; return the step's statistics (surrogates, KL, gradient norm)."""
         optimizer = self._bind(params)
-        for epoch in range(self.epochs):
+        for epoch in range(self.config.epochs):
             with torch.enable_grad():
                 if epoch:
                     adaptation = objective.adapt(params)
@@ -51,7 +68,7 @@ class PPO:
                 loss.backward()
             if epoch == 0:
                 surrogate_before = surrogate.item()
-            grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), self.max_grad_norm).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), self.config.max_grad_norm).item()
             optimizer.step()
         surrogate_after, kl = objective.evaluate(params)
         return {"surrogate_before": surrogate_before, "surrogate_after": surrogate_after, "kl": kl,
@@ -59,7 +76,7 @@ class PPO:
 
     def _bind(self, params: Params) -> torch.optim.Adam:
         if self._optimizer is None:
-            self._optimizer = torch.optim.Adam(list(params.values()), lr=self.lr)
+            self._optimizer = torch.optim.Adam(list(params.values()), lr=self.config.lr)
             if self._pending_state:
                 self._optimizer.load_state_dict(self._pending_state)
         return self._optimizer

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDict
 
-from ..inner import Adaptation
-from ..objective import MetaObjective
-from ..policy import Params
+from ..core.maml import Adaptation
+from ..core.objective import MetaObjective
+from ..core.params import Params
+from .base import ALGORITHMS, AlgorithmConfig
 
 Vector = torch.Tensor
 
@@ -95,51 +97,77 @@ def fisher_vector_product(objective: MetaObjective, theta: Params, adaptation: A
 
 
 @dataclass
+class TRPOConfig(AlgorithmConfig):
+    """``algorithm=trpo``: the settings of the MAML code (max_kl 0.01, 10 CG steps, 15 backtracks ×0.8)."""
+
+    name: str = "trpo"
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_max_steps: int = 15
+    ls_backtrack_ratio: float = 0.8
+    fvp_subsample: float = 0.1  # fraction of episodes per task in Fisher-vector products; 1 = exact
+    rules: ClassVar[dict] = {
+        "max_kl": (lambda v: v > 0, "> 0"),
+        "cg_iters": (lambda v: v >= 1, ">= 1"),
+        "cg_damping": (lambda v: v >= 0, ">= 0"),
+        "ls_max_steps": (lambda v: v >= 1, ">= 1"),
+        "ls_backtrack_ratio": (lambda v: 0 < v < 1, "in (0, 1)"),
+        "fvp_subsample": (lambda v: 0 < v <= 1, "in (0, 1] (1 = exact Fisher-vector products)"),
+    }
+
+
+@ALGORITHMS.register("trpo", TRPOConfig)
 class TRPO:
     """The TRPO meta-update (Schulman et al., 2015, Section 6 and App. C) on ``MetaObjective``.
 
     Natural-gradient direction s = F⁻¹g by ``cg_iters`` steps of conjugate gradient, full step
     √(2 max_kl / sᵀFs)·s, then a backtracking line search (ratio ``ls_backtrack_ratio``, at
     most ``ls_max_steps`` tries) that accepts the first step that improves the surrogate with
-    KL ≤ ``max_kl``. If none does, θ is left unchanged.
+    KL ≤ ``max_kl``. If none does, θ is left unchanged. TRPO keeps no state between updates.
     """
 
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    ls_max_steps: int = 15
-    ls_backtrack_ratio: float = 0.8
-    fvp_subsample: float = 0.1
+    def __init__(self, config: TRPOConfig):
+        self.config = config
 
-    def step(self, objective: MetaObjective, params: Params, adaptation, generator: torch.Generator) -> dict:
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def step(self, objective: MetaObjective, params: Params, adaptation: Adaptation,
+             generator: torch.Generator) -> dict:
         """Update ``params`` (the policy's live parameters) in place; return the step's statistics.
 
         ``adaptation`` is the differentiable inner loop from θ already built while sampling.
         """
+        c = self.config
         with torch.enable_grad():
             surrogate, _ = objective.surrogate_and_kl(adaptation.adapted)
-            grads = torch.autograd.grad(surrogate, list(params.values()), retain_graph=self.fvp_subsample >= 1)
+            grads = torch.autograd.grad(surrogate, list(params.values()), retain_graph=c.fvp_subsample >= 1)
         g = flat(grads)
-        fvp = fisher_vector_product(objective, params, adaptation, self.fvp_subsample, self.cg_damping, generator)
-        direction = conjugate_gradient(fvp, g, self.cg_iters)
+        fvp = fisher_vector_product(objective, params, adaptation, c.fvp_subsample, c.cg_damping, generator)
+        direction = conjugate_gradient(fvp, g, c.cg_iters)
         shs = direction.dot(fvp(direction)).clamp_min(1e-12)
-        full_step = torch.sqrt(2 * self.max_kl / shs) * direction
+        full_step = torch.sqrt(2 * c.max_kl / shs) * direction
         return self._line_search(objective, params, surrogate.item(), full_step)
 
     @torch.no_grad()
     def _line_search(self, objective: MetaObjective, params: Params, surrogate_before: float,
                      full_step: Vector) -> dict:
+        c = self.config
         old = flat(params.values()).clone()
-        for k in range(self.ls_max_steps):
-            candidate = old + self.ls_backtrack_ratio ** k * full_step
+        for k in range(c.ls_max_steps):
+            candidate = old + c.ls_backtrack_ratio ** k * full_step
             _assign(params, candidate)
             surrogate, kl = objective.evaluate(params)
-            if surrogate > surrogate_before and kl <= self.max_kl:
+            if surrogate > surrogate_before and kl <= c.max_kl:
                 return {"surrogate_before": surrogate_before, "surrogate_after": surrogate, "kl": kl,
                         "line_search_steps": k + 1, "step_accepted": 1.0}
         _assign(params, old)
         return {"surrogate_before": surrogate_before, "surrogate_after": surrogate_before, "kl": 0.0,
-                "line_search_steps": self.ls_max_steps, "step_accepted": 0.0}
+                "line_search_steps": c.ls_max_steps, "step_accepted": 0.0}
 
 
 def _assign(params: Params, vector: Vector) -> None:

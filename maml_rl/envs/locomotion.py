@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,7 +27,8 @@ import torch
 from mujoco import rollout as mj_rollout
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
-from torchrl.envs import EnvBase
+
+from .base import ENVS, EnvConfig, TaskEnv
 
 ASSETS = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets"
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS  # [time, qpos, qvel, act, ...]
@@ -60,7 +62,17 @@ def available_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class LocomotionEnv(EnvBase):
+@dataclass
+class LocomotionConfig(EnvConfig):
+    """The MuJoCo families (Finn et al., 2017, Section 5.3, App. A.2): horizon 200, 40 tasks ×
+    20 episodes, α = 0.1, running observation normalisation."""
+
+    horizon: int = 200
+    meta_batch_size: int = 40
+    normalize_observations: bool = True
+
+
+class LocomotionEnv(TaskEnv):
     """A batch of ``num_tasks × episodes_per_task`` MuJoCo robots, one task parameter per task.
 
     Subclasses fix the robot (model file, observation, termination) and the task family
@@ -99,17 +111,15 @@ class LocomotionEnv(EnvBase):
 
     def __init__(self, num_tasks: int, episodes_per_task: int, oracle: bool = False, threads: int = 0,
                  generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32):
-        if num_tasks < 1 or episodes_per_task < 1:
-            raise ValueError(f"num_tasks and episodes_per_task must be >= 1, got {num_tasks}, {episodes_per_task}")
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = every core), got {threads}")
-        super().__init__(batch_size=torch.Size([num_tasks, episodes_per_task]))
+        super().__init__(num_tasks, episodes_per_task, oracle)
         self.model = load_model(self.model_file)
         self.nthread = min(threads or available_threads(), num_tasks * episodes_per_task)
         self.models = [self.model] * (num_tasks * episodes_per_task)  # rollout takes one model per simulation
         self.datas = [mujoco.MjData(self.model) for _ in range(max(self.nthread, 1))]
         self.pool = mj_rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
-        self.oracle, self.dtype_ = oracle, dtype
+        self.dtype_ = dtype
         self.generator = generator if generator is not None else torch.Generator()
         self.dt = self.model.opt.timestep * self.frame_skip
         self.nq, self.nv = self.model.nq, self.model.nv
@@ -118,7 +128,6 @@ class LocomotionEnv(EnvBase):
         self.substeps = np.zeros((num, self.frame_skip, self.physics.shape[1]))
         self.controls = np.zeros((num, self.frame_skip, self.model.nu))
         self.running = np.ones(num, dtype=bool)
-        self.tasks = torch.zeros(num_tasks, dtype=torch.float64)
         shape = self.batch_size
         obs_dim = self.nq - self.obs_qpos_start + self.nv + int(oracle)
         low, high = (torch.as_tensor(self.model.actuator_ctrlrange[:, i], dtype=dtype) for i in (0, 1))
@@ -127,25 +136,14 @@ class LocomotionEnv(EnvBase):
                                    dtype=dtype)
         self.reward_spec = Unbounded(shape=(*shape, 1), dtype=dtype)
 
-    # ------------------------------------------------------------------ the task family
     @classmethod
-    def sample_tasks(cls, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
-        """Task parameters ``[num_tasks]`` (float64)."""
-        raise NotImplementedError
+    def from_config(cls, config, num_tasks, episodes_per_task, oracle, threads, generator):
+        return cls(num_tasks, episodes_per_task, oracle=oracle, threads=threads, generator=generator)
 
+    # ------------------------------------------------------------------ the task family
     def task_reward(self, velocity: np.ndarray, task: np.ndarray) -> np.ndarray:
         """Per-step task reward from the forward velocity ``[N]`` (m/s) and task parameter ``[N]``."""
         raise NotImplementedError
-
-    def set_tasks(self, tasks: torch.Tensor) -> None:
-        """Set the task parameters, ``[num_tasks]``.
-
-        Raises:
-            ValueError: if the shape is not ``[num_tasks]``.
-        """
-        if tasks.shape != self.tasks.shape:
-            raise ValueError(f"tasks must have shape {tuple(self.tasks.shape)}, got {tuple(tasks.shape)}")
-        self.tasks = tasks.to(torch.float64)
 
     # ------------------------------------------------------------------ the robot
     def healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
@@ -276,6 +274,36 @@ class DirectionTasks:
         return task * velocity
 
 
+@dataclass
+class AntConfig(LocomotionConfig):
+    """``env=ant``: goal velocity, the paper's locomotion settings."""
+
+    name: str = "ant"
+
+
+@dataclass
+class AntDirConfig(LocomotionConfig):
+    """``env=ant_dir``: the paper's locomotion settings with 40 episodes per task (App. A.2)."""
+
+    name: str = "ant_dir"
+    episodes_per_task: int = 40
+
+
+@dataclass
+class HalfCheetahVelConfig(LocomotionConfig):
+    """``env=halfcheetah_vel``: the paper's locomotion settings."""
+
+    name: str = "halfcheetah_vel"
+
+
+@dataclass
+class HalfCheetahDirConfig(LocomotionConfig):
+    """``env=halfcheetah_dir``: the paper's locomotion settings."""
+
+    name: str = "halfcheetah_dir"
+
+
+@ENVS.register("ant", AntConfig)
 class AntVelEnv(VelocityTasks, AntEnv):
     """``ant``: goal velocity ~ U[0, 3] (Finn et al., 2017, Section 5.3); the MAML code adds a
     bonus of 1 per step to the velocity term so that the ant is not rewarded for ending the episode."""
@@ -284,15 +312,18 @@ class AntVelEnv(VelocityTasks, AntEnv):
     velocity_bonus = 1.0
 
 
+@ENVS.register("ant_dir", AntDirConfig)
 class AntDirEnv(DirectionTasks, AntEnv):
     """``ant_dir``: run forward (+1) or backward (−1) (Finn et al., 2017, Section 5.3)."""
 
 
+@ENVS.register("halfcheetah_vel", HalfCheetahVelConfig)
 class HalfCheetahVelEnv(VelocityTasks, HalfCheetahEnv):
     """``halfcheetah_vel``: goal velocity ~ U[0, 2] (Finn et al., 2017, Section 5.3)."""
 
     velocity_high = 2.0
 
 
+@ENVS.register("halfcheetah_dir", HalfCheetahDirConfig)
 class HalfCheetahDirEnv(DirectionTasks, HalfCheetahEnv):
     """``halfcheetah_dir``: run forward (+1) or backward (−1) (Finn et al., 2017, Section 5.3)."""

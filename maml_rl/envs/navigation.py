@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
-from torchrl.envs import EnvBase
+
+from .base import ENVS, EnvConfig, TaskEnv
 
 
-class Navigation2DEnv(EnvBase):
+@dataclass
+class NavigationConfig(EnvConfig):
+    """``env=navigation``: horizon 100, 20 tasks × 20 episodes, α = 0.1 (Finn et al., 2017, App. A.2);
+    positions are already in [-1, 1], so observations are not normalised."""
+
+    name: str = "navigation"
+
+
+@ENVS.register("navigation", NavigationConfig)
+class Navigation2DEnv(TaskEnv):
     """A point agent in the plane that must reach a task-specific goal.
 
     Dynamics as in the original MAML code: the state starts at the origin, each action is
@@ -35,13 +47,11 @@ class Navigation2DEnv(EnvBase):
     max_action = 0.1
     goal_tolerance = 0.01
     goal_low, goal_high = -0.5, 0.5
+    task_shape = (2,)
 
     def __init__(self, num_tasks: int, episodes_per_task: int, oracle: bool = False,
                  dtype: torch.dtype = torch.float32):
-        if num_tasks < 1 or episodes_per_task < 1:
-            raise ValueError(f"num_tasks and episodes_per_task must be >= 1, got {num_tasks}, {episodes_per_task}")
-        super().__init__(batch_size=torch.Size([num_tasks, episodes_per_task]))
-        self.oracle = oracle
+        super().__init__(num_tasks, episodes_per_task, oracle)
         self.dtype_ = dtype
         shape = self.batch_size
         obs_dim = 4 if oracle else 2
@@ -49,7 +59,7 @@ class Navigation2DEnv(EnvBase):
             observation=Unbounded(shape=(*shape, obs_dim), dtype=dtype), shape=shape)
         self.action_spec = Bounded(-self.max_action, self.max_action, shape=(*shape, 2), dtype=dtype)
         self.reward_spec = Unbounded(shape=(*shape, 1), dtype=dtype)
-        self.goals = torch.zeros(num_tasks, 2, dtype=dtype)
+        self.goals = self.tasks.to(dtype)
         self.state = torch.zeros(*shape, 2, dtype=dtype)
 
     @classmethod
@@ -64,8 +74,7 @@ class Navigation2DEnv(EnvBase):
         Raises:
             ValueError: if the shape is not ``[num_tasks, 2]``.
         """
-        if tasks.shape != self.goals.shape:
-            raise ValueError(f"tasks must have shape {tuple(self.goals.shape)}, got {tuple(tasks.shape)}")
+        super().set_tasks(tasks)
         self.goals = tasks.to(self.dtype_)
 
     def _observation(self) -> torch.Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict
 
-from .inner import Adaptation, adapt, masked_task_mean
-from .policy import GaussianMLPPolicy, Params
+from .maml import Adaptation, MetaLearner
+from .params import Params, masked_task_mean
 
 
 class MetaObjective:
@@ -18,19 +18,14 @@ class MetaObjective:
     (Schulman et al., 2015, Eq. 12).
 
     Args:
-        policy: the policy.
+        learner: the adaptation (policy, step sizes, first-order, estimator).
         supports: one batch of support episodes ``[task, episode, time]`` per inner step.
         query: query episodes ``[task, episode, time]`` with ``advantage``, ``log_prob`` and
-            ``loc``/``log_std`` of the behaviour policy θ'_old.
-        lr: inner learning rate α.
-        first_order: drop the second-order terms of the adaptation.
-        estimator: the inner loss's form, ``"maml"`` or ``"lvc"`` (see ``inner.vpg_loss``).
+            ``dist`` of the behaviour policy θ'_old.
     """
 
-    def __init__(self, policy: GaussianMLPPolicy, supports: list[TensorDict], query: TensorDict,
-                 lr: float, first_order: bool, estimator: str = "maml"):
-        self.policy, self.supports, self.query = policy, supports, query
-        self.lr, self.first_order, self.estimator = lr, first_order, estimator
+    def __init__(self, learner: MetaLearner, supports: list[TensorDict], query: TensorDict):
+        self.learner, self.policy, self.supports, self.query = learner, learner.policy, supports, query
 
     def adapt(self, theta: Params, supports: list[TensorDict] | None = None,
               differentiable: bool = True) -> Adaptation:
@@ -40,8 +35,7 @@ class MetaObjective:
         second-order graph), for evaluations that are never differentiated.
         """
         supports = self.supports if supports is None else supports
-        first_order = self.first_order or not differentiable
-        return adapt(self.policy, theta, supports, self.lr, first_order, self.query.shape[0], self.estimator)
+        return self.learner.adapt(theta, supports, self.query.shape[0], differentiable)
 
     def surrogate_and_kl(self, adapted: Params, query: TensorDict | None = None, clip_eps: float | None = None):
         """Surrogate and mean KL (scalars) of adapted parameters ``[task, ...]`` on the query.
@@ -51,15 +45,20 @@ class MetaObjective:
         in the direction that Â rewards earns nothing more.
         """
         q = self.query if query is None else query
-        loc, log_std = self.policy.per_task(adapted, q["observation"])
-        log_prob = self.policy.log_prob(loc, log_std, q["action"])
-        ratio = torch.exp(log_prob - q["log_prob"])
+        dist = self.policy.distribution(adapted, q["observation"])
+        ratio = torch.exp(self.policy.log_prob(dist, q["action"]) - q["log_prob"])
         gain = ratio * q["advantage"]
         if clip_eps is not None:
             gain = torch.minimum(gain, ratio.clamp(1 - clip_eps, 1 + clip_eps) * q["advantage"])
         surrogate = masked_task_mean(gain, q["mask"]).mean()
-        kl = self.policy.kl(q["loc"], q["log_std"][:, 0, 0], loc, log_std)
+        kl = self.policy.kl(dict(q["dist"].items()), dist)
         return surrogate, masked_task_mean(kl, q["mask"]).mean()
+
+    def entropy(self, adapted: Params) -> torch.Tensor:
+        """Mean entropy of the adapted policies over the valid query steps (a scalar)."""
+        q = self.query
+        entropy = self.policy.entropy(self.policy.distribution(adapted, q["observation"]))
+        return masked_task_mean(entropy.expand_as(q["mask"]), q["mask"]).mean()
 
     @torch.no_grad()
     def evaluate(self, theta: Params) -> tuple[float, float]:

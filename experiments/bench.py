@@ -7,7 +7,7 @@
    the same policy and (b) raw ``mujoco.rollout`` physics with open-loop controls, all measured
    in this run; then one whole ``algorithm=ppo env=ant`` meta-iteration.
 
-Usage: ``python -m maml_rl.bench [--iterations N] [--warmup N] [--ant-steps N] [override ...]``.
+Usage: ``python experiments/bench.py [--iterations N] [--warmup N] [--ant-steps N] [override ...]`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from .config import register, validate
-from .envs.locomotion import AntVelEnv, available_threads
-from .sampler import cores_for, rollout
-from .trainer import Trainer, initial_policy
+from maml_rl.config import register, validate
+from maml_rl.core.sampler import cores_for, rollout
+from maml_rl.envs.locomotion import AntVelEnv, available_threads
+from maml_rl.run.build import initial_policy
+from maml_rl.run.trainer import Trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 KEYS = ("time_iteration", "time_sampling", "time_inner", "time_outer")
@@ -96,8 +97,7 @@ def ant_throughput(steps: int, threads: int) -> dict[str, float]:
         for t in range(10 + vec_steps):
             if t == 10:  # after a warm-up
                 start = time.perf_counter()
-            loc, log_std = policy(torch.as_tensor(obs, dtype=torch.float32))
-            action = loc + torch.randn(loc.shape, generator=generator) * log_std.exp()
+            action = policy.sample(policy(torch.as_tensor(obs, dtype=torch.float32)), generator)
             obs, *_ = vec.step(action.numpy())
         async_vec = workers * vec_steps / (time.perf_counter() - start)
     vec.close()

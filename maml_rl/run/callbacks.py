@@ -1,4 +1,4 @@
-"""Hydra callbacks used by experiment presets."""
+"""Hydra callbacks: a tracked parent run per sweep, and the evaluation that follows a sweep."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ class EvaluateSweep(Callback):
 
     Runs in the launching process once the launcher has returned, i.e. after every job —
     local or SLURM through submitit — has finished and written its checkpoint. Results go to
-    ``<sweep dir>/evaluation/`` and to an MLflow evaluation run.
+    ``<sweep dir>/evaluation/`` and to a tracked evaluation run.
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from .__main__ import run_evaluation
+        from ..app import run_evaluation
 
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         container = OmegaConf.to_container(config, resolve=False)
@@ -38,7 +38,7 @@ class EvaluateSweep(Callback):
 
 
 class MlflowSweep(Callback):
-    """One MLflow parent run per ``--multirun``; every job's run becomes its child.
+    """One MLflow parent run per ``--multirun`` (with ``tracking=mlflow``); every job's run becomes its child.
 
     The parent (tag ``mode=sweep``, the sweep dir as a tag, the overrides and sweeper params as
     params) is created in the launching process before any job starts — which also creates the
@@ -47,30 +47,22 @@ class MlflowSweep(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        import mlflow
-
-        from .tracking import PARENT_FILE, experiment_id, resolve_uri, retry_locked
+        if config.tracking.name != "mlflow":
+            return
+        from ..tracking.mlflow import resolve_uri, start_sweep_run
 
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        uri = resolve_uri(config.tracking.uri, Path.cwd())
-        client = mlflow.MlflowClient(uri)
-        run = retry_locked(client.create_run, experiment_id(uri, config.tracking.experiment),
-                           run_name=f"sweep-{sweep_dir.parent.name}-{sweep_dir.name}",
-                           tags={"mode": "sweep", "sweep_dir": str(sweep_dir), "env": config.env.name})
         sweeper_params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-        params = {"overrides": " ".join(config.hydra.overrides.task)[:6000],
-                  **{f"sweep.{k}": str(v)[:6000] for k, v in sweeper_params.items()}}
-        for key, value in params.items():
-            retry_locked(client.log_param, run.info.run_id, key, value)
-        (sweep_dir / PARENT_FILE).write_text(run.info.run_id)
-        self.uri, self.run_id = uri, run.info.run_id
-        log.info("MLflow parent run %s for sweep %s", run.info.run_id, sweep_dir)
+        params = {"overrides": " ".join(config.hydra.overrides.task),
+                  **{f"sweep.{k}": str(v) for k, v in sweeper_params.items()}}
+        self.uri = resolve_uri(config.tracking.uri, Path.cwd())
+        self.run_id = start_sweep_run(self.uri, config.tracking.experiment, sweep_dir,
+                                      {"mode": "sweep", "sweep_dir": str(sweep_dir), "env": config.env.name}, params)
+        log.info("MLflow parent run %s for sweep %s", self.run_id, sweep_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        import mlflow
-
-        from .tracking import retry_locked
-
         if getattr(self, "run_id", None):
-            retry_locked(mlflow.MlflowClient(self.uri).set_terminated, self.run_id, "FINISHED")
+            from ..tracking.mlflow import finish_sweep_run
+
+            finish_sweep_run(self.uri, self.run_id)

@@ -1,0 +1,52 @@
+"""The OuterLoop protocol (the meta-optimiser) and the algorithm registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from ..core.maml import Adaptation
+from ..core.objective import MetaObjective
+from ..core.params import Params
+from ..registry import Registry
+
+
+@dataclass
+class AlgorithmConfig:
+    """Settings of an outer loop; each algorithm subclasses it with its own fields and defaults."""
+
+    name: str = "trpo"
+    rules: ClassVar[dict] = {}
+
+
+@runtime_checkable
+class OuterLoop(Protocol):
+    """A meta-update of θ on the query surrogate of θ'_i(θ) (``MetaObjective``).
+
+    ``step`` updates ``params`` (the policy's live parameters) in place and returns its
+    statistics, which must include ``"kl"``: the mean KL(π_θ'old ‖ π_θ'new) on the query states
+    after the update (logged as ``kl`` every iteration). ``adaptation`` is the differentiable
+    inner loop already built from θ while sampling. ``state_dict`` / ``load_state_dict`` carry
+    the optimiser's state across a checkpoint (an empty dict when it has none).
+    """
+
+    def step(self, objective: MetaObjective, params: Params, adaptation: Adaptation,
+             generator: torch.Generator) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+ALGORITHMS = Registry("algorithm")
+
+
+def build_algorithm(settings: AlgorithmConfig) -> OuterLoop:
+    """The outer loop named ``settings.name``, built from its settings.
+
+    Raises:
+        ValueError: for an unknown name (lists the known ones).
+    """
+    return ALGORITHMS[settings.name].cls(settings)

@@ -1,0 +1,189 @@
+"""The inner loop and the one adaptation API: θ'_i = θ − α_k ∇_θ L(θ; support episodes of task i).
+
+Finn et al. (2017), Eq. 1 and Algorithm 3. ``MetaLearner`` owns the step sizes, the number of
+steps, first-order and the inner loss's form; training, evaluation and every script adapt
+through it, so support → step → query is written once (``MetaLearner.meta_batch``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from tensordict import TensorDict
+
+from .params import Params, expand_params, masked_task_mean
+from .sampler import episode_returns
+
+if TYPE_CHECKING:
+    from ..policies.base import Policy
+
+ESTIMATORS = ("maml", "lvc")
+
+
+def vpg_loss(policy: Policy, params: Params, episodes: TensorDict, estimator: str = "maml") -> torch.Tensor:
+    """REINFORCE loss per task, ``[task]``, whose gradient is the adaptation step's direction.
+
+    ``"maml"``: L_i = −mean_t log π_θi(a_t|s_t) Â_t, the inner-loop objective of MAML-RL (Finn
+    et al., 2017, Section 3.2), with advantages from ``compute_advantages`` in place of raw
+    returns. ``"lvc"``: L_i = −mean_t π_θi(a_t|s_t) / π_b(a_t|s_t) Â_t with π_b the behaviour
+    policy that sampled the episodes (``log_prob``), ProMP's low-variance curvature objective
+    (Rothfuss et al., 2019, Section 5). At θ_i = b both give the same gradient, hence the
+    same adaptation step; LVC's second derivatives add the term Σ_t ∇log π ∇log πᵀ Â through which
+    the meta-gradient sees how θ shapes the sampling of the support episodes, a term the first
+    form drops. Only the meta-gradient through the step differs.
+    """
+    log_prob = policy.log_prob(policy.distribution(params, episodes["observation"]), episodes["action"])
+    weight = torch.exp(log_prob - episodes["log_prob"]) if estimator == "lvc" else log_prob
+    return -masked_task_mean(weight * episodes["advantage"], episodes["mask"])
+
+
+@dataclass
+class Adaptation:
+    """The inner-loop trajectory θ_0 → θ_1 → … → θ_K of every task, kept for differentiation.
+
+    ``params[k]`` is θ_k with a leading task dim (``params[0]`` is θ expanded per task);
+    ``grads[k]`` is ∇L(θ_k; support_k) with the graph kept (empty for first-order MAML, whose
+    adaptation Jacobian is the identity); ``lrs[k]`` the step size of step k.
+    """
+
+    params: list[Params]
+    grads: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+
+    @property
+    def adapted(self) -> Params:
+        """θ'_i = θ_K, ``[task, ...]`` per parameter."""
+        return self.params[-1]
+
+    def jvp(self, v: Params) -> Params:
+        """J v with J = dθ_K/dθ_0 = Π_k (I − α_k H_k); per-task ``v`` ``[task, ...]``."""
+        for k in range(len(self.grads)):
+            v = self._step(k, v)
+        return v
+
+    def vjp(self, v: Params) -> Params:
+        """Jᵀ v; each factor I − α_k H_k is symmetric, so Jᵀ applies them in reverse order."""
+        for k in reversed(range(len(self.grads))):
+            v = self._step(k, v)
+        return v
+
+    def _step(self, k: int, v: Params) -> Params:
+        inputs = list(self.params[k].values())
+        hv = torch.autograd.grad(self.grads[k], inputs, list(v.values()), retain_graph=True)
+        return {name: x - self.lrs[k] * h for (name, x), h in zip(v.items(), hv)}
+
+
+@dataclass
+class MetaBatch:
+    """One meta-batch: the tasks, one support batch per inner step, the query batch (each
+    ``[task, episode, time]``), the differentiable adaptation from θ, and seconds spent
+    sampling and adapting (``time_sampling``, ``time_inner``)."""
+
+    tasks: torch.Tensor
+    supports: list[TensorDict]
+    query: TensorDict
+    adaptation: Adaptation
+    timings: dict[str, float]
+
+    def returns(self) -> torch.Tensor:
+        """Mean return per task after k = 0..K steps, ``[K + 1, task]`` (the adaptation curve)."""
+        return torch.stack([episode_returns(b).mean(1) for b in [*self.supports, self.query]])
+
+
+@dataclass
+class MetaLearner:
+    """MAML's adaptation: ``num_steps`` VPG steps from θ on fresh support episodes per step.
+
+    Args:
+        policy: the policy (``Policy`` protocol).
+        lr: the step size α, or one per step (a list whose last value repeats; the MAML paper's
+            evaluation takes 0.1 then 0.05, Section 5.3).
+        num_steps: inner steps K (0: no adaptation, the pretrained and oracle baselines).
+        first_order: drop the second-order terms (first-order MAML, Finn et al., 2017, Section 5.2).
+        estimator: the inner loss's form, ``"maml"`` or ``"lvc"`` (see ``vpg_loss``).
+
+    Raises:
+        ValueError: for an unknown estimator, a negative ``num_steps`` or a non-positive step size.
+    """
+
+    policy: Policy
+    lr: float | Sequence[float]
+    num_steps: int = 1
+    first_order: bool = False
+    estimator: str = "lvc"
+
+    def __post_init__(self):
+        lrs = list(self.lr) if isinstance(self.lr, Sequence) else [self.lr]
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}")
+        if self.num_steps < 0 or not lrs or min(lrs) <= 0:
+            raise ValueError(f"need num_steps >= 0 and step sizes > 0, got {self.num_steps} and {self.lr}")
+
+    def step_size(self, k: int) -> float:
+        """α_k, the step size of inner step k (0-based)."""
+        lrs = list(self.lr) if isinstance(self.lr, Sequence) else [self.lr]
+        return float(lrs[min(k, len(lrs) - 1)])
+
+    def start(self, theta: Params, num_tasks: int) -> Adaptation:
+        """θ_0: θ expanded to one copy per task."""
+        return Adaptation([expand_params(theta, num_tasks)])
+
+    def step(self, adaptation: Adaptation, support: TensorDict, differentiable: bool = True) -> Adaptation:
+        """Append one VPG step on ``support`` (episodes of every task) to ``adaptation``.
+
+        The step is differentiable w.r.t. θ (second-order MAML) unless ``first_order`` or not
+        ``differentiable`` (evaluation), which treat ∇L as a constant.
+        """
+        first_order = self.first_order or not differentiable
+        lr = self.step_size(len(adaptation.params) - 1)
+        # parameters that carry no graph (evaluation of a fixed θ) become leaves to differentiate
+        params = {k: p if p.requires_grad else p.detach().requires_grad_() for k, p in adaptation.adapted.items()}
+        with torch.enable_grad():
+            loss = vpg_loss(self.policy, params, support, self.estimator).sum()
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
+        adaptation.params.append({k: p - lr * g for (k, p), g in zip(params.items(), grads)})
+        if not first_order:
+            adaptation.grads.append(grads)
+            adaptation.lrs.append(lr)
+        return adaptation
+
+    def adapt(self, theta: Params, supports: list[TensorDict], num_tasks: int,
+              differentiable: bool = True) -> Adaptation:
+        """θ'(θ) on already collected support episodes (one batch per step)."""
+        adaptation = self.start(theta, num_tasks)
+        for support in supports:
+            self.step(adaptation, support, differentiable)
+        return adaptation
+
+    def collect_and_adapt(self, sample: Callable[[Params], TensorDict], theta: Params, tasks: torch.Tensor,
+                          differentiable: bool = True) -> tuple[list[TensorDict], Adaptation, dict[str, float]]:
+        """Support episodes → inner step, ``num_steps`` times, from θ in the tasks ``tasks``.
+
+        ``sample`` rolls out per-task parameters (a ``Sampler``; its ``set_tasks`` is called
+        first). Each step collects fresh support episodes with the current θ_k (Finn et al., 2017,
+        Algorithm 3). Returns the support batches, the adaptation and the seconds spent sampling
+        and adapting (``time_sampling``, ``time_inner``).
+        """
+        sample.set_tasks(tasks)
+        adaptation = self.start(theta, tasks.shape[0])
+        supports, t_sample, t_inner = [], 0.0, 0.0
+        for _ in range(self.num_steps):
+            t0 = time.perf_counter()
+            supports.append(sample(adaptation.adapted))
+            t1 = time.perf_counter()
+            self.step(adaptation, supports[-1], differentiable)
+            t_sample, t_inner = t_sample + t1 - t0, t_inner + time.perf_counter() - t1
+        return supports, adaptation, {"time_sampling": t_sample, "time_inner": t_inner}
+
+    def meta_batch(self, sample: Callable[[Params], TensorDict], theta: Params, tasks: torch.Tensor,
+                   differentiable: bool = True) -> MetaBatch:
+        """``collect_and_adapt``, then the query episodes of θ'."""
+        supports, adaptation, timings = self.collect_and_adapt(sample, theta, tasks, differentiable)
+        t0 = time.perf_counter()
+        query = sample(adaptation.adapted)
+        timings["time_sampling"] += time.perf_counter() - t0
+        return MetaBatch(tasks, supports, query, adaptation, timings)

@@ -1,0 +1,122 @@
+"""Batched rollouts: every [task, episode] environment stepped at once with per-task parameters."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import torch
+from tensordict import TensorDict
+from torchrl.envs import EnvBase
+
+from .advantages import compute_advantages
+from .params import Dist, Params
+
+if TYPE_CHECKING:
+    from ..policies.base import Policy
+
+
+@contextmanager
+def cores_for(env: EnvBase):
+    """Give the cores to an env that steps on its own thread pool (MuJoCo): torch runs on one
+    thread meanwhile, since its idle OpenMP workers spin and slow the physics threads down."""
+    threads = torch.get_num_threads()
+    if getattr(env, "nthread", 0) > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _broadcast(dist: Dist, batch: torch.Size) -> Dist:
+    """Each distribution parameter broadcast to the batch dims ``batch`` (a view, no copy)."""
+    return {k: v.expand(*batch, *v.shape[len(batch):]) for k, v in dist.items()}
+
+
+def _pad_time(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Zeros appended along the time dim (dim 2) of ``[task, episode, time, ...]``."""
+    return torch.cat([x, x.new_zeros(x.shape[0], x.shape[1], pad, *x.shape[3:])], dim=2) if pad else x
+
+
+@torch.no_grad()
+def rollout(env: EnvBase, policy: Policy, params: Params, horizon: int, generator: torch.Generator) -> TensorDict:
+    """Collect one episode per ``[task, episode]`` slot of ``env`` with θ_i for task i.
+
+    Actions are drawn from π_θi (unclipped; the env clips what it applies). Steps after an
+    episode terminates are padding with ``mask = 0``; the last valid step of every episode,
+    terminated or cut at ``horizon``, carries ``done = True`` (rllab's convention: the value
+    after the horizon is 0).
+
+    Args:
+        env: a batched env with batch size ``[task, episode]``.
+        policy: the policy whose functional form is evaluated.
+        params: θ_i with a leading task dim (detached).
+        horizon: maximum steps per episode (≥ 1).
+        generator: source of the action noise.
+
+    Returns:
+        A TensorDict of batch size ``[task, episode, time]`` with ``observation``
+        ``[..., obs_dim]``, ``action`` ``[..., act_dim]``, ``dist`` (the behaviour policy's
+        distribution parameters at every step, the policy's own keys), ``log_prob``, ``reward``,
+        ``mask`` (float) and ``done`` (bool), each ``[task, episode, time]``.
+    """
+    with cores_for(env):
+        td = env.reset()
+        alive = torch.ones(env.batch_size, dtype=torch.bool)
+        steps = []
+        for _ in range(horizon):
+            obs = td["observation"]
+            dist = policy.distribution(params, obs)
+            action = policy.sample(dist, generator)
+            td["action"] = action
+            nxt = env.step(td)["next"]
+            steps.append((obs, action, _broadcast(dist, obs.shape[:-1]), nxt["reward"][..., 0], alive.clone()))
+            alive &= ~nxt["done"][..., 0]
+            if not alive.any():
+                break
+            td = nxt
+    pad = horizon - len(steps)
+    obs, action, reward, mask = (_pad_time(torch.stack(x, dim=2), pad) for x in zip(*[(s[0], s[1], s[3], s[4])
+                                                                                      for s in steps]))
+    dist = {k: _pad_time(torch.stack([s[2][k] for s in steps], dim=2), pad) for k in steps[0][2]}
+    mask_f = mask.to(obs.dtype)
+    # last valid step: valid now and not valid at the next step (or the horizon)
+    next_mask = torch.nn.functional.pad(mask[..., 1:], (0, 1), value=False)
+    done = mask & ~next_mask
+    return TensorDict({"observation": obs, "action": action, "dist": TensorDict(dist, batch_size=mask.shape),
+                       "log_prob": policy.log_prob(dist, action), "reward": reward * mask_f, "mask": mask_f,
+                       "done": done}, batch_size=mask.shape)
+
+
+def episode_returns(episodes: TensorDict) -> torch.Tensor:
+    """Undiscounted return of every episode, ``[task, episode]``."""
+    return (episodes["reward"] * episodes["mask"]).sum(-1)
+
+
+class Sampler:
+    """Support or query episodes of θ_i in every task of a meta-batch, with advantages.
+
+    Args:
+        env: the batched task-distribution env, ``[task, episode]``.
+        policy: the policy.
+        horizon: maximum steps per episode.
+        gamma: discount γ of the baseline targets and GAE.
+        gae_lambda: GAE's λ.
+        generator: the run's random stream (action noise).
+    """
+
+    def __init__(self, env: EnvBase, policy: Policy, horizon: int, gamma: float, gae_lambda: float,
+                 generator: torch.Generator):
+        self.env, self.policy, self.horizon = env, policy, horizon
+        self.gamma, self.gae_lambda, self.generator = gamma, gae_lambda, generator
+
+    def set_tasks(self, tasks: torch.Tensor) -> None:
+        """The tasks ``[task, ...]`` of the next batches."""
+        self.env.set_tasks(tasks)
+
+    def __call__(self, params: Params) -> TensorDict:
+        """Roll out θ_i (detached) in every task and add ``advantage``: ``[task, episode, time]``."""
+        episodes = rollout(self.env, self.policy, {k: v.detach() for k, v in params.items()}, self.horizon,
+                           self.generator)
+        return compute_advantages(episodes, self.gamma, self.gae_lambda)

@@ -1,0 +1,176 @@
+"""The Policy protocol, the policy registry, shared building blocks and ``load_policy``.
+
+A policy is used functionally: θ is a name → tensor dict, and every method that evaluates it
+takes one parameter copy per task (``[task, ...]`` leading dim). Its action distribution is a
+dict of tensors (``Dist``) whose leading dims broadcast to the observation's batch dims
+``[task, ...]``; only the policy reads it. Everything else (sampler, inner loop, objective,
+outer loops, evaluation) goes through the protocol, so a new policy type is one module that
+registers itself plus its ``conf/policy/<name>.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from ..core.checkpoint import load_checkpoint
+from ..core.params import Dist, Params
+from ..registry import Registry
+
+
+@dataclass
+class PolicyConfig:
+    """Settings of a policy type; each type subclasses it with its own fields and defaults."""
+
+    name: str = "mlp"
+    rules: ClassVar[dict] = {}
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the platform asks of a policy π_θ(a|s).
+
+    Shapes: ``params`` θ_i ``[task, ...param shape]``; ``obs`` ``[task, ..., obs_dim]``;
+    ``action`` ``[task, ..., act_dim]``; per-sample outputs ``[task, ...]``.
+    """
+
+    obs_dim: int
+    act_dim: int
+    kwargs: dict[str, Any]  # rebuilds the policy: ``type(policy)(**policy.kwargs)``
+
+    def params(self) -> Params:
+        """θ as a name → live ``nn.Parameter`` dict."""
+
+    def distribution(self, params: Params, obs: torch.Tensor) -> Dist:
+        """π_θi(·|s) for every task's observations, one parameter copy per task."""
+
+    def sample(self, dist: Dist, generator: torch.Generator) -> torch.Tensor:
+        """An action drawn from ``dist`` with the noise of ``generator``."""
+
+    def mode(self, dist: Dist) -> torch.Tensor:
+        """The deterministic action of ``dist`` (evaluation plots, backtests)."""
+
+    def log_prob(self, dist: Dist, action: torch.Tensor) -> torch.Tensor:
+        """log π(a|s), ``[task, ...]``."""
+
+    def kl(self, old: Dist, new: Dist) -> torch.Tensor:
+        """KL(old ‖ new) per sample, ``[task, ...]``, differentiable w.r.t. ``new``."""
+
+    def entropy(self, dist: Dist) -> torch.Tensor:
+        """Entropy per sample, broadcastable to ``[task, ...]``."""
+
+    def observe(self, obs: torch.Tensor, mask: torch.Tensor) -> None:
+        """Update observation statistics with the valid steps (``mask`` 1) of ``obs``."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """Scalars logged every iteration (e.g. ``policy_std``)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> Any: ...
+
+
+POLICIES = Registry("policy")
+
+
+class ObservationNormalizer(nn.Module):
+    """o ↦ clip((o − μ) / √(σ² + ε), ±clip) with running μ, σ² of every observation seen.
+
+    Statistics are buffers (saved in the checkpoint with the policy, frozen at evaluation)
+    and change only through ``update``, called between meta-iterations so that every batch of
+    one iteration is scored by the same policy. The identity until the first update.
+    Merging uses the parallel mean/variance formula (Chan, Golub & LeVeque, 1979).
+    """
+
+    def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.clip, self.eps = clip, eps
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalised observations, shape and dtype of ``obs`` ``[..., dim]``."""
+        if self.count == 0:
+            return obs
+        z = (obs - self.mean.to(obs.dtype)) * torch.rsqrt(self.var.to(obs.dtype) + self.eps)
+        return z.clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor, mask: torch.Tensor) -> None:
+        """Merge the valid steps of ``obs`` ``[..., dim]`` (``mask`` ``[...]``, 1 = valid)."""
+        x = obs[mask.bool()].double()
+        n = x.shape[0]
+        if n == 0:
+            return
+        mean, var = x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = mean - self.mean
+        self.var.copy_((self.var * self.count + var * n + delta.pow(2) * self.count * n / total) / total)
+        self.mean.add_(delta * n / total)
+        self.count.fill_(total)
+
+
+class FunctionalPolicy(nn.Module):
+    """Shared plumbing of the policies: θ as a dict, one copy per task through ``vmap``, and an
+    optional ``ObservationNormalizer`` in front of the network.
+
+    A subclass implements ``forward(obs) -> Dist`` for one parameter copy and the distribution's
+    methods (``sample``, ``mode``, ``log_prob``, ``kl``, ``entropy``, ``diagnostics``).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, normalize_observations: bool, **kwargs: Any):
+        super().__init__()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.obs_norm = ObservationNormalizer(obs_dim) if normalize_observations else None
+        self.kwargs = {"obs_dim": obs_dim, "act_dim": act_dim, **kwargs,
+                       "normalize_observations": normalize_observations}
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs if self.obs_norm is None else self.obs_norm(obs)
+
+    def params(self) -> Params:
+        return dict(self.named_parameters())
+
+    def distribution(self, params: Params, obs: torch.Tensor) -> Dist:
+        return vmap(lambda p, o: functional_call(self, p, (o,)))(params, obs)
+
+    def observe(self, obs: torch.Tensor, mask: torch.Tensor) -> None:
+        if self.obs_norm is not None:
+            self.obs_norm.update(obs, mask)
+
+
+def build_policy(settings: PolicyConfig, obs_dim: int, act_dim: int, normalize_observations: bool) -> Policy:
+    """The policy named ``settings.name`` for observations of ``obs_dim`` and actions of ``act_dim``.
+
+    Raises:
+        ValueError: for an unknown policy name (lists the known ones).
+    """
+    entry = POLICIES[settings.name]
+    fields = {k: v for k, v in vars(settings).items() if k != "name"}
+    return entry.cls(obs_dim=obs_dim, act_dim=act_dim, normalize_observations=normalize_observations, **fields)
+
+
+def policy_from_state(state: dict[str, Any]) -> Policy:
+    """The trained policy stored in a checkpoint's ``state`` (its type from ``config.policy.name``)."""
+    name = state.get("config", {}).get("policy", {}).get("name", "mlp")
+    policy = POLICIES[name].cls(**state["policy_kwargs"])
+    policy.load_state_dict(state["policy"])
+    return policy
+
+
+def load_policy(path: str | os.PathLike) -> Policy:
+    """The trained policy of a checkpoint file, in one call (every expert, network and observation
+    statistic it holds); it acts in the action space it was trained in (see ``env.normalize_actions``).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is not a maml_rl checkpoint or names an unknown policy type.
+    """
+    return policy_from_state(load_checkpoint(path))
+

@@ -1,0 +1,105 @@
+"""Builders from the composed config: env, policy, adaptation, sampler, outer loop, tracker, and
+checkpoint references. Training, evaluation and the scripts in ``experiments/`` all build here."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..algorithms import OuterLoop, build_algorithm
+from ..config import settings
+from ..core.maml import MetaLearner
+from ..core.sampler import Sampler
+from ..envs import make_env
+from ..policies import Policy, build_policy
+from ..tracking import TRACKERS, Tracker
+from ..tracking.mlflow import download_checkpoint, is_run_id
+
+
+def build_env(cfg: DictConfig, num_tasks: int, episodes_per_task: int, oracle: bool,
+              generator: torch.Generator | None = None, normalize_actions: bool | None = None):
+    """The env of ``cfg.env`` for ``num_tasks`` × ``episodes_per_task`` episodes (see ``envs.make_env``)."""
+    return make_env(settings(cfg, "env"), num_tasks, episodes_per_task, oracle, cfg.threads, generator,
+                    normalize_actions)
+
+
+def initial_policy(cfg: DictConfig, env) -> Policy:
+    """The policy θ_0 of seed ``cfg.seed`` sized for ``env`` (the random baseline's policy)."""
+    torch.manual_seed(cfg.seed)
+    return build_policy(settings(cfg, "policy"), obs_dim=env.observation_spec["observation"].shape[-1],
+                        act_dim=env.action_spec.shape[-1], normalize_observations=cfg.env.normalize_observations)
+
+
+def build_learner(cfg: DictConfig, policy: Policy, num_steps: int | None = None) -> MetaLearner:
+    """The adaptation of ``cfg.inner`` (``num_steps`` overrides ``inner.num_steps``)."""
+    inner = cfg.inner
+    return MetaLearner(policy, inner.lr, inner.num_steps if num_steps is None else num_steps, inner.first_order,
+                       inner.estimator)
+
+
+def build_sampler(cfg: DictConfig, env, policy: Policy, generator: torch.Generator) -> Sampler:
+    """Episodes of ``cfg.env.horizon`` steps with advantages of ``cfg.gamma`` / ``cfg.gae_lambda``."""
+    return Sampler(env, policy, cfg.env.horizon, cfg.gamma, cfg.gae_lambda, generator)
+
+
+def build_outer_loop(cfg: DictConfig) -> OuterLoop:
+    """The outer loop of ``cfg.algorithm``."""
+    return build_algorithm(settings(cfg, "algorithm"))
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """The config as dotted keys (``inner.lr``) → string values."""
+    out: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def git_commit() -> str:
+    """The package's git commit, or ``unknown`` outside a checkout."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def start_tracker(cfg: DictConfig, run_dir: Path, launch_dir: Path, run_name: str | None = None,
+                  resume: tuple[str, str] | None = None) -> Tracker:
+    """A run of the ``cfg.tracking`` backend for one job: named ``<baseline>-<algorithm>-<env>-s<seed>``
+    unless ``run_name`` is given, tagged ``env``, ``algorithm``, ``baseline``, ``seed``, ``git_commit``,
+    ``output_dir``, ``mode``, with the flattened config as params; or ``resume=(uri, run id)``."""
+    run_name = run_name or f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}"
+    tags = {"env": cfg.env.name, "algorithm": cfg.algorithm.name, "baseline": cfg.baseline.name,
+            "seed": str(cfg.seed), "git_commit": git_commit(), "output_dir": str(run_dir), "mode": cfg.mode}
+    config = settings(cfg, "tracking")
+    return TRACKERS[config.name].cls(config, run_dir=run_dir, launch_dir=launch_dir, run_name=run_name, tags=tags,
+                                     params=flatten(cfg), resume=resume)
+
+
+def resolve_checkpoint(reference: str, tracking_uri: str) -> Path:
+    """A checkpoint path, a run dir, or an MLflow run id (``<32 hex>`` or ``runs:/<id>``) → its checkpoint file.
+
+    Raises:
+        FileNotFoundError: if the path does not exist and is not a run id, or the run has no checkpoint.
+    """
+    path = Path(reference)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if path.is_file():
+        return path
+    run_id = is_run_id(reference)
+    if not run_id:
+        raise FileNotFoundError(f"checkpoint {reference}: no such file, and not an MLflow run id")
+    return download_checkpoint(run_id, tracking_uri)
