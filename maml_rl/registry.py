@@ -17,7 +17,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+
+@dataclass
+class Settings:
+    """Base of every plug-in's settings dataclass: its registry ``name`` and its range checks,
+    ``rules`` = ``{key: (predicate, allowed-text)}``, run on the composed config before any work."""
+
+    name: str = ""
+    rules: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
 
 
 @dataclass(frozen=True)

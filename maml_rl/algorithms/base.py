@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from ..core.maml import Adaptation
 from ..core.objective import MetaObjective
 from ..core.params import Params
-from ..registry import Registry
+from ..registry import Registry, Settings
 
 
 @dataclass
-class AlgorithmConfig:
-    """Settings of an outer loop; each algorithm subclasses it with its own fields and defaults."""
-
-    name: str = "trpo"
-    rules: ClassVar[dict] = {}
+class AlgorithmConfig(Settings):
+    """Settings of an outer loop; each algorithm subclasses it with its name, fields and defaults."""
 
 
 @runtime_checkable

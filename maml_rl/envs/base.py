@@ -9,11 +9,11 @@ import torch
 from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.transforms import ActionScaling
 
-from ..registry import Registry
+from ..registry import Registry, Settings
 
 
 @dataclass
-class EnvConfig:
+class EnvConfig(Settings):
     """A task family and the paper's settings for it; the top-level ``meta_batch_size``,
     ``episodes_per_task`` and ``inner.lr`` default to its values. Each family subclasses it
     with its name and the settings that differ (defaults: 2D navigation, Finn et al., 2017,

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -274,36 +274,15 @@ class DirectionTasks:
         return task * velocity
 
 
-@dataclass
-class AntConfig(LocomotionConfig):
-    """``env=ant``: goal velocity, the paper's locomotion settings."""
-
-    name: str = "ant"
-
-
-@dataclass
-class AntDirConfig(LocomotionConfig):
-    """``env=ant_dir``: the paper's locomotion settings with 40 episodes per task (App. A.2)."""
-
-    name: str = "ant_dir"
-    episodes_per_task: int = 40
+def family_config(name: str, **defaults) -> type:
+    """The settings dataclass of one family: ``LocomotionConfig`` with its ``name`` and the
+    defaults in which it differs (the ant forward/backward task used 40 episodes per task, App. A.2)."""
+    values = {"name": name, **defaults}
+    return make_dataclass(f"{name}_config", [(k, type(v), field(default=v)) for k, v in values.items()],
+                          bases=(LocomotionConfig,))
 
 
-@dataclass
-class HalfCheetahVelConfig(LocomotionConfig):
-    """``env=halfcheetah_vel``: the paper's locomotion settings."""
-
-    name: str = "halfcheetah_vel"
-
-
-@dataclass
-class HalfCheetahDirConfig(LocomotionConfig):
-    """``env=halfcheetah_dir``: the paper's locomotion settings."""
-
-    name: str = "halfcheetah_dir"
-
-
-@ENVS.register("ant", AntConfig)
+@ENVS.register("ant", family_config("ant"))
 class AntVelEnv(VelocityTasks, AntEnv):
     """``ant``: goal velocity ~ U[0, 3] (Finn et al., 2017, Section 5.3); the MAML code adds a
     bonus of 1 per step to the velocity term so that the ant is not rewarded for ending the episode."""
@@ -312,18 +291,18 @@ class AntVelEnv(VelocityTasks, AntEnv):
     velocity_bonus = 1.0
 
 
-@ENVS.register("ant_dir", AntDirConfig)
+@ENVS.register("ant_dir", family_config("ant_dir", episodes_per_task=40))
 class AntDirEnv(DirectionTasks, AntEnv):
     """``ant_dir``: run forward (+1) or backward (−1) (Finn et al., 2017, Section 5.3)."""
 
 
-@ENVS.register("halfcheetah_vel", HalfCheetahVelConfig)
+@ENVS.register("halfcheetah_vel", family_config("halfcheetah_vel"))
 class HalfCheetahVelEnv(VelocityTasks, HalfCheetahEnv):
     """``halfcheetah_vel``: goal velocity ~ U[0, 2] (Finn et al., 2017, Section 5.3)."""
 
     velocity_high = 2.0
 
 
-@ENVS.register("halfcheetah_dir", HalfCheetahDirConfig)
+@ENVS.register("halfcheetah_dir", family_config("halfcheetah_dir"))
 class HalfCheetahDirEnv(DirectionTasks, HalfCheetahEnv):
     """``halfcheetah_dir``: run forward (+1) or backward (−1) (Finn et al., 2017, Section 5.3)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -20,15 +20,12 @@ from torch.func import functional_call, vmap
 
 from ..core.checkpoint import load_checkpoint
 from ..core.params import Dist, Params
-from ..registry import Registry
+from ..registry import Registry, Settings
 
 
 @dataclass
-class PolicyConfig:
-    """Settings of a policy type; each type subclasses it with its own fields and defaults."""
-
-    name: str = "mlp"
-    rules: ClassVar[dict] = {}
+class PolicyConfig(Settings):
+    """Settings of a policy type; each type subclasses it with its name, fields and defaults."""
 
 
 @runtime_checkable

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
-from ..registry import Registry
+from ..registry import Registry, Settings
 
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(Settings):
     """Settings of a tracking backend: ``uri`` (``null``: the backend's default store) and the
     ``experiment`` runs are grouped under."""
 
