@@ -15,6 +15,8 @@ run before any work (``{"max_kl": (lambda v: v > 0, "> 0")}``).
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -93,3 +95,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, str):
         return [_plain(v) for v in value]
     return value
+
+
+def import_modules(package: str, path: list[str]) -> None:
+    """Import every module of a plug-in package, so that each registers itself: adding a plug-in
+    is adding its module (and its YAML), no list to edit."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")
