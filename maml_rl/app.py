@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -13,12 +16,47 @@ from .config import ConfigError, validate
 
 log = logging.getLogger("maml_rl")
 
+# what a resumed run may change: how long it runs, how often it checkpoints, the threads it uses
+RESUMABLE = ("resume", "num_iterations", "checkpoint_every", "threads", "mode")
+
 
 def tracking_uri(cfg: DictConfig, launch_dir: Path) -> str:
     """The store where run ids are looked up (``tracking.uri`` or the launch dir's default store)."""
     from .tracking.mlflow import resolve_uri
 
     return resolve_uri(cfg.tracking.uri, launch_dir)
+
+
+def fail(message: str, code: int = 2):
+    """One line on stderr, then exit."""
+    print(f"maml_rl: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """The keys of command-line overrides (``+a.b=1`` → ``a.b``), Hydra's own left out."""
+    keys = [re.split(r"[=]", o, maxsplit=1)[0].lstrip("+~") for o in overrides]
+    return [k for k in keys if not k.startswith("hydra")]
+
+
+def resumed_config(cfg: DictConfig, stored: dict, overrides: Sequence[str]) -> DictConfig:
+    """The stored config of a run to resume, with the command line's ``RESUMABLE`` keys applied.
+
+    Raises:
+        ConfigError: for an override of any other key whose value differs from the run's.
+    """
+    resumed = OmegaConf.create(stored)
+    for key in override_keys(overrides):
+        given, kept = OmegaConf.select(cfg, key, default=None), OmegaConf.select(resumed, key, default=None)
+        if isinstance(given, DictConfig):  # a group option, e.g. env=ant
+            given, kept = given.get("name"), (kept or {}).get("name")
+        if key in RESUMABLE:
+            if key not in ("resume", "mode"):
+                OmegaConf.update(resumed, key, given)
+        elif given != kept:
+            raise ConfigError(f"resume: {key}={given} differs from the run's {key}={kept}; a resumed run keeps "
+                              f"its config except {', '.join(RESUMABLE[1:4])}")
+    return resumed
 
 
 def resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict, Path] | None:
@@ -38,8 +76,7 @@ def resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict, Path] | None:
             path = resolve_checkpoint(cfg.resume, tracking_uri(cfg, Path.cwd()))
             state = load_checkpoint(path)
         except (ValueError, OSError) as err:
-            print(f"maml_rl: cannot resume from {cfg.resume}: {err}", file=sys.stderr)
-            sys.exit(2)
+            fail(f"cannot resume from {cfg.resume}: {err}")
         original = Path(state.get("run_dir") or path.parent)  # a run id's checkpoint is a downloaded copy
         return state, original if original.is_dir() else path.parent
     if (run_dir / "checkpoint.pt").is_file():
@@ -47,21 +84,48 @@ def resume_state(cfg: DictConfig, run_dir: Path) -> tuple[dict, Path] | None:
     return None
 
 
-def train(cfg: DictConfig, run_dir: Path) -> float:
-    """Meta-train (or, for ``baseline=random``, only initialise); returns the final post-adaptation return."""
+def move_log(run_dir: Path, original: Path) -> None:
+    """Send the log to the resumed run's own dir and remove the output dir Hydra made for this launch."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        if Path(handler.baseFilename).parent == run_dir.resolve():
+            root.removeHandler(handler)
+            handler.close()
+            moved = logging.FileHandler(original / Path(handler.baseFilename).name, mode="a")
+            moved.setFormatter(handler.formatter)
+            root.addHandler(moved)
+    if not (run_dir / "checkpoint.pt").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> float:
+    """Meta-train (or, for ``baseline=random``, only initialise); returns the objective."""
     from .run.build import start_tracker
+    from .run.callbacks import sweep_run_name
     from .run.trainer import Trainer
+    from .tracking.mlflow import TrackingUnavailable
 
     resumed = resume_state(cfg, run_dir)
-    if resumed:
-        state, run_dir = resumed
-        cfg = OmegaConf.create(state["config"])
-        link = (state["tracking_uri"], state["mlflow_run_id"]) if state.get("mlflow_run_id") else None
-        tracker = start_tracker(cfg, run_dir, Path.cwd(), resume=link)
-        log.info("resuming %s at iteration %d", run_dir, state["iteration"])
-    else:
-        tracker = start_tracker(cfg, run_dir, Path.cwd())
-    log.info("tracking run %s in %s; outputs in %s", tracker.run_id, tracker.uri, run_dir)
+    try:
+        if resumed:
+            state, original = resumed
+            try:
+                cfg = resumed_config(cfg, state["config"], overrides if cfg.resume else ())
+            except ConfigError as err:
+                fail(f"invalid config: {err}")
+            link = (state["tracking_uri"], state["mlflow_run_id"]) if state.get("mlflow_run_id") else None
+            tracker = start_tracker(cfg, original, Path.cwd(), resume=link)
+            if original.resolve() != run_dir.resolve():
+                move_log(run_dir, original)
+            run_dir = original
+            log.info("resuming %s at iteration %d", run_dir, state["iteration"])
+        else:
+            tracker = start_tracker(cfg, run_dir, Path.cwd(), run_name=sweep_run_name(cfg, run_dir, overrides),
+                                    overrides=" ".join(o for o in overrides if not o.startswith("hydra")))
+    except TrackingUnavailable as err:
+        if not (run_dir / "checkpoint.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was written: leave no output dir behind
+        fail(str(err))
     status = "FAILED"
     try:
         trainer = Trainer(cfg, run_dir, tracker)
@@ -70,53 +134,78 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         objective = trainer.meta_train()
         status = "FINISHED"
     finally:
-        tracker.finish(status)
+        try:
+            tracker.finish(status)
+        except Exception as err:  # the run failed already (e.g. the tracking server went away): say so, keep its error
+            if status == "FINISHED":
+                raise
+            log.error("could not close the tracked run: %s", err)
     log.info("final post-adaptation return (mean of the last 20 iterations): %.3f", objective)
+    print(f"checkpoint: {run_dir / 'checkpoint.pt'}")
+    if tracker.run_id:
+        print(f"tracked run {tracker.run_id}: {tracker.where()}")
     return objective
 
 
 def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
     """Evaluate checkpoints into ``out_dir`` and a tracked evaluation run; returns ``results.json``'s content."""
     from .run.build import start_tracker
-    from .run.evaluation import EvaluationError, evaluate
+    from .run.evaluation import EvaluationError, evaluate, load_candidates
     from .run.report import format_table
+    from .tracking.mlflow import TrackingUnavailable
 
     try:
-        results, candidates = evaluate(cfg, out_dir, tracking_uri(cfg, launch_dir))
-    except EvaluationError as err:
-        print(f"maml_rl: cannot evaluate: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(format_table(results, cfg.eval.num_steps))
-    tracker = start_tracker(cfg, out_dir, launch_dir, run_name=f"evaluate-{cfg.env.name}")
-    links = {f"evaluated.{c.method}": c.run_id or c.source for c in candidates}
-    tracker.set_tags({"evaluated_runs": ",".join(c.run_id for c in candidates if c.run_id), **links})
-    for method, rows in results.items():
-        for k, r in rows.items():
-            tracker.log_metrics({f"return_{method}": r["mean"], f"ci95_{method}": r["ci95"]}, step=k)
-    for name in ("results.json", "results.csv", "adaptation_curve.png", "trajectories.png"):
-        tracker.log_artifact(out_dir / name)
-    tracker.finish()
-    log.info("evaluation written to %s (tracking run %s)", out_dir, tracker.run_id)
+        candidates = load_candidates(cfg, tracking_uri(cfg, launch_dir))
+        tracker = start_tracker(cfg, out_dir, launch_dir, run_name=f"evaluate-{cfg.env.name}")
+    except (EvaluationError, TrackingUnavailable) as err:
+        fail(f"cannot evaluate: {err}")
+    status = "FAILED"
+    try:
+        groups: dict[str, list] = {}
+        for c in candidates:
+            groups.setdefault(c.label, []).append(c)
+        tracker.set_tags({"evaluated_runs": ",".join(c.run_id for c in candidates if c.run_id),
+                          **{f"evaluated.{metric_name(label)}": ",".join(c.run_id or c.source for c in group)
+                             for label, group in groups.items()}})
+        results = evaluate(cfg, candidates, out_dir)
+        print(format_table(results, cfg.eval.num_steps))
+        for label, rows in results.items():
+            for k, r in rows.items():
+                tracker.log_metrics({f"eval/return_{metric_name(label)}": r["mean"],
+                                     f"eval/ci95_{metric_name(label)}": r["ci95"]}, step=k)
+        for name in ("results.json", "results.csv", "adaptation_curve.png", "trajectories.png"):
+            tracker.log_artifact(out_dir / name)
+        status = "FINISHED"
+    finally:
+        tracker.finish(status)
+    log.info("evaluation written to %s", out_dir)
+    if tracker.run_id:
+        print(f"tracked run {tracker.run_id}: {tracker.where()}")
     return results
 
 
-def main(cfg: DictConfig, run_dir: Path) -> float | None:
+def metric_name(label: str) -> str:
+    """A label (``maml inner.lr=0.05``) as a metric or tag name (``maml_inner.lr_0.05``)."""
+    return re.sub(r"[^\w\-./]", "_", label)
+
+
+def main(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> float | None:
     """Validate the composed config, then train or evaluate into ``run_dir``.
 
-    Returns the run's objective (mean post-adaptation return of the last 20 iterations) for
-    Hydra's sweepers, or None for an evaluation.
+    ``overrides`` are the command line's (to check what a resume may change and to name sweep
+    jobs). Returns the run's objective (mean post-adaptation return of the last 20 iterations)
+    for Hydra's sweepers, or None for an evaluation.
 
     Raises:
-        SystemExit: code 2 with one line on stderr for a bad config value.
+        SystemExit: code 2 with one line on stderr for a bad config value or an unreachable store.
     """
     try:
         validate(cfg)
     except ConfigError as err:
-        print(f"maml_rl: invalid config: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"invalid config: {err}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.mode == "evaluate":
         run_evaluation(cfg, run_dir, Path.cwd())
         return None
-    return train(cfg, run_dir)
+    return train(cfg, run_dir, overrides)

@@ -8,7 +8,7 @@ takes the settings dataclass of every registered plug-in (env, policy, algorithm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -144,6 +144,24 @@ def validate(cfg: DictConfig) -> None:
             value = OmegaConf.select(cfg, prefix + key, default=None)
             if value is not None and not ok(value):
                 raise ConfigError(f"{prefix}{key}={value} is not allowed: must be {allowed}")
+    given = bool(cfg.eval.checkpoints) or cfg.eval.sweep_dir is not None
+    if cfg.mode == "train" and given:
+        raise ConfigError("eval.checkpoints / eval.sweep_dir are set but mode=train: add mode=evaluate to evaluate "
+                          "them (or drop them to train)")
+    if cfg.mode == "evaluate" and not given:
+        raise ConfigError("mode=evaluate needs eval.checkpoints=[...] (checkpoints, run dirs or MLflow run ids) "
+                          "or eval.sweep_dir=<a sweep's dir>")
+
+
+def default_suppliers() -> set[str]:
+    """Keys whose role is to supply another key's default (``meta_batch_size: ${env.meta_batch_size}``):
+    ``{"env.meta_batch_size", "env.episodes_per_task", "env.inner_lr"}``."""
+    found = set()
+    for schema in (Config, *FIXED.values()):
+        for f in fields(schema):
+            if isinstance(f.default, str) and f.default.startswith("${") and f.default.endswith("}"):
+                found.add(f.default[2:-1])
+    return found
 
 
 def settings(cfg: DictConfig, group: str) -> Any:
@@ -168,4 +186,46 @@ def register() -> None:
     cs.store(group="schema/baseline", name="base", node=BaselineConfig, package="baseline")
     for preset in sorted(EXPERIMENTS.glob("*.yaml")):
         cs.store(group="experiment", name=preset.stem, node=OmegaConf.load(preset), package="_global_")
+    cs.store(group="hydra/help", name="maml_rl", node={"app_name": "maml_rl", "header": "", "footer": "",
+                                                        "template": help_text()})
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = {"env": "the task distribution", "algorithm": "the outer loop (meta-optimiser)",
+          "inner": "the adaptation step", "baseline": "what is trained",
+          "policy": "the policy", "tracking": "where runs are recorded"}
+
+
+def help_text() -> str:
+    """``python -m maml_rl --help``: the groups and their options, the main keys, the presets."""
+    def options(group: str) -> str:
+        return ", ".join(sorted(p.stem for p in (CONF / group).glob("*.yaml")))
+
+    presets = []
+    for preset in sorted(EXPERIMENTS.glob("*.yaml")):
+        comment = " ".join(ln[2:] for ln in preset.read_text().split("\n\n")[0].splitlines()
+                           if ln.startswith("# ") and "@package" not in ln)
+        presets.append(f"  {preset.stem:<20} {comment.split('. ')[0].split(': ')[0]}")
+    keys = "seed num_iterations meta_batch_size episodes_per_task checkpoint_every gamma gae_lambda threads"
+    return "\n".join([
+        "maml_rl: meta-reinforcement learning (MAML and its baselines), one Hydra app.",
+        "",
+        "  python -m maml_rl [group=option ...] [key=value ...]     train (mode=train)",
+        "  python -m maml_rl mode=evaluate eval.checkpoints=[RUN, ...]   adaptation curves",
+        "  python -m maml_rl --multirun key=a,b,c ...               a sweep (hydra/launcher=slurm for a cluster)",
+        "  python -m maml_rl resume=RUN [num_iterations=N]          continue a run",
+        "  python -m maml_rl --cfg job [overrides]                  print the composed config",
+        "",
+        "Config groups:",
+        *(f"  {g:<10} {what}: {options(g)}" for g, what in GROUPS.items()),
+        "  hydra/launcher  where sweep jobs run: basic (default), submitit_local, slurm",
+        "",
+        f"Main keys: {keys} (see --cfg job); mode (train | evaluate), resume (a run dir, checkpoint or MLflow run id),",
+        "eval.* (mode=evaluate), inner.lr / inner.num_steps, algorithm.*, policy.*, tracking.uri.",
+        "",
+        "Presets (experiment=NAME):",
+        *presets,
+        "",
+        "Docs: README.md and docs/ in the repository.",
+    ])
 

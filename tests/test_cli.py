@@ -35,28 +35,40 @@ def tiny_run(tmp_path_factory):
 
 
 def test_run_creates_one_mlflow_run_with_params_metrics_artifacts(tiny_run):
-    cwd, _ = tiny_run
+    cwd, proc = tiny_run
     runs = runs_in(cwd / "mlflow.db")
     assert len(runs) == 1
     run = runs[0]
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.info.run_name == "maml-trpo-navigation-s3"
     params = run.data.params
     assert params["inner.lr"] == "0.1" and params["meta_batch_size"] == "2" and params["env.name"] == "navigation"
     assert params["algorithm.max_kl"] == "0.01" and params["policy.hidden_sizes"] == "[8, 8]"
+    # what a person reads: no evaluation settings, no key that only supplies another's default, nothing empty
+    assert not [k for k in params if k.startswith("eval.")]
+    assert not {"env.meta_batch_size", "env.episodes_per_task", "env.inner_lr", "resume", "tracking.uri"} & set(params)
     tags = run.data.tags
     assert (tags["env"], tags["algorithm"], tags["baseline"], tags["seed"]) == ("navigation", "trpo", "maml", "3")
-    assert Path(tags["output_dir"]).is_dir() and "git_commit" in tags
+    assert Path(tags["output_dir"]).is_dir() and "git_commit" in tags and "seed=3" in tags["overrides"]
     client = mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
-    for name in ["pre_adaptation_return", "post_adaptation_return", "kl", "line_search_steps", "time_sampling",
-                 "time_inner", "time_outer", "env_steps_per_second", "surrogate_before", "surrogate_after"]:
+    grouped = ["pre_adaptation_return", "post_adaptation_return", "train/pre_adaptation_return",
+               "train/post_adaptation_return", "train/kl", "train/line_search_steps", "train/surrogate_before",
+               "train/surrogate_after", "train/policy_std", "time/sampling", "time/inner", "time/outer",
+               "time/iteration", "time/env_steps_per_second"]
+    for name in grouped:
         history = client.get_metric_history(run.info.run_id, name)
         assert [m.step for m in history] == [0, 1], name
+    assert not {"kl", "time_sampling", "env_steps_per_second"} & set(run.data.metrics)  # only under their groups
     post = client.get_metric_history(run.info.run_id, "post_adaptation_return")
     assert all(-10 <= m.value <= 0 for m in post)  # horizon 10, reward ≥ −(distance ≤ 1.5 + 1)
+    (objective,) = client.get_metric_history(run.info.run_id, "train/objective")
+    assert objective.value == pytest.approx(sum(m.value for m in post) / 2)  # the app's return value, logged
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {".hydra", "checkpoint", "maml_rl.log"} <= artifacts
+    assert {".hydra", "checkpoint", "maml_rl.log", "learning_curve.png"} <= artifacts
     hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, ".hydra")}
     assert ".hydra/config.yaml" in hydra_files and ".hydra/overrides.yaml" in hydra_files
+    # the end of the run says where the checkpoint is and how to open the run
+    assert f"checkpoint: {Path(tags['output_dir']) / 'checkpoint.pt'}" in proc.stdout
+    assert f"tracked run {run.info.run_id}: mlflow ui --backend-store-uri sqlite:///{cwd / 'mlflow.db'}" in proc.stdout
 
 
 def test_checkpoint_loads_back(tiny_run):
@@ -119,7 +131,7 @@ def test_runs_started_together_get_their_own_output_dirs(tmp_path):
 
 
 def test_optuna_preset_searches_inner_lr_and_max_kl(tmp_path):
-    proc = run_cli(tmp_path, "--multirun", "+experiment=navigation_optuna", "hydra.sweeper.n_trials=2", *TINY)
+    proc = run_cli(tmp_path, "experiment=navigation_optuna", "hydra.sweeper.n_trials=2", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = tmp_path.glob("multirun/*/*")
     best = (sweep / "optimization_results.yaml").read_text()

@@ -76,7 +76,7 @@ def test_evaluation_tasks_never_coincide_with_training_tasks(seed):
 def fig4_sweep(tmp_path_factory):
     """The Figure 4 preset as one command, with a tiny budget."""
     cwd = tmp_path_factory.mktemp("fig4")
-    proc = run_cli(cwd, "--multirun", "+experiment=navigation_fig4", *TINY, "eval.num_tasks=5")
+    proc = run_cli(cwd, "experiment=navigation_fig4", *TINY, "eval.num_tasks=5")  # a sweep by itself
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = cwd.glob("multirun/*/*")
     return cwd, sweep, proc
@@ -91,7 +91,7 @@ def test_fig4_preset_trains_three_baselines_and_evaluates_four(fig4_sweep):
     for method, rows in results.items():
         assert list(rows) == (["0"] if method == "oracle" else ["0", "1", "2", "3"])
         for row in rows.values():
-            assert set(row) == {"mean", "ci95", "n_tasks"} and row["n_tasks"] == 5
+            assert set(row) == {"mean", "ci95", "n_tasks", "n_seeds"} and (row["n_tasks"], row["n_seeds"]) == (5, 1)
             assert -10 <= row["mean"] <= 0 and row["ci95"] >= 0
     for name in ("results.csv", "adaptation_curve.png", "trajectories.png"):
         assert (sweep / "evaluation" / name).stat().st_size > 0
@@ -99,7 +99,8 @@ def test_fig4_preset_trains_three_baselines_and_evaluates_four(fig4_sweep):
 
 
 def test_fig4_preset_with_the_submitit_launcher(tmp_path):
-    """Three jobs start at once on a new SQLite store; the evaluation waits for all of them."""
+    """Three jobs start at once on a new SQLite store; the evaluation waits for all of them (the preset's
+    earlier spelling, `--multirun +experiment=...`, still works)."""
     proc = run_cli(tmp_path, "--multirun", "+experiment=navigation_fig4", "hydra/launcher=submitit_local", *TINY,
                    "eval.num_tasks=3", "eval.num_steps=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -121,7 +122,7 @@ def test_evaluation_run_in_mlflow_links_the_evaluated_runs(fig4_sweep):
     client = mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
     artifacts = {a.path for a in client.list_artifacts(evaluation.info.run_id)}
     assert {"results.json", "results.csv", "adaptation_curve.png", "trajectories.png"} <= artifacts
-    assert [m.step for m in client.get_metric_history(evaluation.info.run_id, "return_maml")] == [0, 1, 2, 3]
+    assert [m.step for m in client.get_metric_history(evaluation.info.run_id, "eval/return_maml")] == [0, 1, 2, 3]
 
 
 def test_evaluate_accepts_mlflow_run_ids(fig4_sweep, tmp_path):

@@ -21,7 +21,7 @@ from maml_rl.core.checkpoint import load_checkpoint, save_checkpoint
 from maml_rl.policies import POLICIES, PolicyConfig, load_policy
 from maml_rl.policies.base import FunctionalPolicy
 from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
-from maml_rl.run.evaluation import evaluate
+from maml_rl.run.evaluation import evaluate, load_candidates
 from maml_rl.run.trainer import Trainer
 
 from .conftest import TINY, composed
@@ -131,7 +131,8 @@ def test_a_policy_and_an_outer_loop_from_outside_the_package_train_and_evaluate(
     assert isinstance(policy, LinearGaussianPolicy) and policy.weight.abs().sum() > 0  # trained, loaded back
     eval_cfg = composed(*TOY, "policy=linear_gaussian", "mode=evaluate", f"eval.checkpoints=[{tmp_path / 'run'}]",
                         "eval.num_tasks=3", "eval.num_steps=2")
-    results, candidates = evaluate(eval_cfg, tmp_path / "evaluation", "")
+    candidates = load_candidates(eval_cfg, "")
+    results = evaluate(eval_cfg, candidates, tmp_path / "evaluation")
     assert list(results) == ["maml", "random"] and list(results["maml"]) == [0, 1, 2]
     assert all(isinstance(c.policy, LinearGaussianPolicy) for c in candidates)
     assert json.loads((tmp_path / "evaluation" / "results.json").read_text())["maml"]["2"]["n_tasks"] == 3
@@ -173,8 +174,9 @@ def test_checkpoints_of_the_previous_layout_load_evaluate_and_resume(tmp_path):
     state = load_checkpoint(nav)
     assert "oracle" not in state["config"]["env"] and state["config"]["baseline"]["oracle"] is False
     assert state["config"]["policy"]["name"] == "mlp"
-    results, _ = evaluate(composed(*TINY, "env=halfcheetah_vel", f"eval.checkpoints=[{cheetah}]", "eval.num_tasks=2",
-                                   "eval.include_random=false"), tmp_path / "cheetah", "")
+    cfg = composed(*TINY, "env=halfcheetah_vel", f"eval.checkpoints=[{cheetah}]", "eval.num_tasks=2",
+                   "eval.include_random=false")
+    results = evaluate(cfg, load_candidates(cfg, ""), tmp_path / "cheetah")
     assert list(results) == ["oracle"] and list(results["oracle"]) == [0]
     proc = run_cli(tmp_path, *TINY, "mode=evaluate", f"eval.checkpoints=[{nav}]", "eval.num_tasks=3",
                    "eval.num_steps=1", "hydra.run.dir=evaluation")

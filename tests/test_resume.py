@@ -33,29 +33,42 @@ def test_load_state_continues_bit_identically(tmp_path, overrides):
         assert torch.equal(a, b), name
 
 
-def test_cli_resume_continues_the_same_mlflow_run(tmp_path):
+def test_cli_resume_extends_the_run_in_the_same_mlflow_run(tmp_path):
     full = run_cli(tmp_path, *TINY, "num_iterations=4", "hydra.run.dir=full")
     assert full.returncode == 0, full.stderr[-3000:]
     short = run_cli(tmp_path, *TINY, "num_iterations=2", "hydra.run.dir=cut")
     assert short.returncode == 0, short.stderr[-3000:]
-    # the state of a 4-iteration run stopped after its checkpoint at iteration 2
     state = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
-    state["config"]["num_iterations"] = 4
-    save_checkpoint(tmp_path / "cut" / "checkpoint.pt", state)
-    resumed = run_cli(tmp_path, *TINY, f"resume={tmp_path / 'cut'}")
+    # extend the 2-iteration run to 4: num_iterations may change on resume (the rest of TINY repeats the run's values)
+    resumed = run_cli(tmp_path, *TINY, f"resume={tmp_path / 'cut'}", "num_iterations=4", "hydra.run.dir=launch")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = load_checkpoint(tmp_path / "full" / "checkpoint.pt"), load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
-    assert b["iteration"] == 4
+    assert b["iteration"] == 4 and b["config"]["num_iterations"] == 4
     for name, value in a["policy"].items():
         assert torch.equal(value, b["policy"][name]), name
     # the tasks of the last iterations carry over too: 2 from before the cut, 2 after
     assert len(a["recent_tasks"]) == len(b["recent_tasks"]) == 4
     assert all(torch.equal(x, y) for x, y in zip(a["recent_tasks"], b["recent_tasks"]))
+    assert a["history"] == b["history"] and len(b["history"]["post"]) == 4  # the learning curve continues
     runs = runs_in(tmp_path / "mlflow.db")
     assert len(runs) == 2  # no duplicate run for the resumed job
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     history = client.get_metric_history(state["mlflow_run_id"], "post_adaptation_return")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    assert not (tmp_path / "launch").exists()  # no stray output dir: the resumed run writes into its own
+    assert "resuming" in (tmp_path / "cut" / "maml_rl.log").read_text()
+
+
+@pytest.mark.parametrize("override", ["inner.lr=0.3", "env=ant", "algorithm.max_kl=0.02"])
+def test_resume_refuses_to_change_the_runs_config(tmp_path, override):
+    assert run_cli(tmp_path, *TINY, "hydra.run.dir=run").returncode == 0
+    before = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    proc = run_cli(tmp_path, f"resume={tmp_path / 'run'}", "num_iterations=3", override)
+    key = override.split("=")[0]
+    assert proc.returncode == 2 and f"resume: {override} differs from the run's {key}=" in proc.stderr
+    assert "num_iterations, checkpoint_every, threads" in proc.stderr
+    after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert after["iteration"] == before["iteration"] == 2  # nothing ran, nothing was overwritten
 
 
 def test_requeued_job_resumes_from_its_own_output_dir(tmp_path):

@@ -3,6 +3,7 @@ checkpoint references. Training, evaluation and the scripts in ``experiments/`` 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..algorithms import OuterLoop, build_algorithm
-from ..config import settings
+from ..config import default_suppliers, settings
 from ..core.maml import MetaLearner
 from ..core.sampler import Sampler
 from ..envs import make_env
@@ -51,19 +52,30 @@ def build_outer_loop(cfg: DictConfig) -> OuterLoop:
     return build_algorithm(settings(cfg, "algorithm"))
 
 
-def flatten(cfg: DictConfig) -> dict[str, str]:
-    """The config as dotted keys (``inner.lr``) → string values."""
-    out: dict[str, str] = {}
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as dotted keys (``{"inner": {"lr": 0.1}}`` → ``{"inner.lr": 0.1}``)."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
 
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            out[prefix[:-1]] = str(node)
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
+EVALUATION_KEYS = ("eval.", "env.", "inner.", "policy.", "episodes_per_task", "seed", "threads", "gamma", "gae_lambda")
+
+
+def tracked_params(cfg: DictConfig) -> dict[str, str]:
+    """The config as a person reads it in the run's params: dotted keys, no empty values, no key that
+    only supplies another's default (``env.meta_batch_size`` is logged as ``meta_batch_size``), and
+    ``eval.*`` (with what evaluation uses: env, inner loop, policy, seed) only on evaluation runs."""
+    repeated = default_suppliers()
+    evaluation = cfg.mode == "evaluate"
+    params = {}
+    for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
+        if value in (None, "", [], {}) or key in repeated or key in ("mode", "resume"):
+            continue
+        if key.startswith("eval.") != evaluation and not (evaluation and key.startswith(EVALUATION_KEYS)):
+            continue
+        params[key] = str(value)
+    return params
 
 
 def git_commit() -> str:
@@ -76,16 +88,22 @@ def git_commit() -> str:
 
 
 def start_tracker(cfg: DictConfig, run_dir: Path, launch_dir: Path, run_name: str | None = None,
-                  resume: tuple[str, str] | None = None) -> Tracker:
+                  resume: tuple[str, str] | None = None, overrides: str = "") -> Tracker:
     """A run of the ``cfg.tracking`` backend for one job: named ``<baseline>-<algorithm>-<env>-s<seed>``
     unless ``run_name`` is given, tagged ``env``, ``algorithm``, ``baseline``, ``seed``, ``git_commit``,
-    ``output_dir``, ``mode``, with the flattened config as params; or ``resume=(uri, run id)``."""
+    ``output_dir``, ``mode`` and ``overrides`` (the command line's), with ``tracked_params`` as params;
+    or ``resume=(uri, run id)``.
+    Evaluation runs go to the experiment ``<tracking.experiment>-evaluation``, so that the training
+    runs' charts are not filled with evaluation curves."""
     run_name = run_name or f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}"
     tags = {"env": cfg.env.name, "algorithm": cfg.algorithm.name, "baseline": cfg.baseline.name,
-            "seed": str(cfg.seed), "git_commit": git_commit(), "output_dir": str(run_dir), "mode": cfg.mode}
+            "seed": str(cfg.seed), "git_commit": git_commit(), "output_dir": str(run_dir), "mode": cfg.mode,
+            "overrides": overrides}
     config = settings(cfg, "tracking")
+    if cfg.mode == "evaluate":
+        config = dataclasses.replace(config, experiment=f"{config.experiment}-evaluation")
     return TRACKERS[config.name].cls(config, run_dir=run_dir, launch_dir=launch_dir, run_name=run_name, tags=tags,
-                                     params=flatten(cfg), resume=resume)
+                                     params=tracked_params(cfg), resume=resume)
 
 
 def resolve_checkpoint(reference: str, tracking_uri: str) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..config import SEED_LIMIT
 from ..core.checkpoint import load_checkpoint
@@ -34,7 +34,9 @@ class EvaluationError(ValueError):
 @dataclass
 class Candidate:
     """One policy to evaluate: its method (baseline name), policy, the observation (oracle) and
-    action space (normalised or not) it was trained with, source and MLflow run id."""
+    action space (normalised or not) it was trained with, source, MLflow run id, training seed,
+    and its label: the method and the sweep overrides that set it apart (checkpoints that share
+    a label are seeds of one setting, aggregated)."""
 
     method: str
     policy: Policy
@@ -42,6 +44,11 @@ class Candidate:
     normalize_actions: bool
     source: str
     run_id: str | None = None
+    seed: int = 0
+    label: str = ""
+
+    def __post_init__(self):
+        self.label = self.label or self.method
 
 
 def evaluation_generator(seed: int) -> torch.Generator:
@@ -71,7 +78,7 @@ def load_candidate(reference: str, cfg: DictConfig, tracking_uri: str) -> Candid
         raise EvaluationError(f"checkpoint {path} expects observations of size {policy.obs_dim}, "
                               f"env {cfg.env.name!r} (oracle={oracle}) gives {obs_dim}")
     return Candidate(state["baseline"], policy, oracle, state["config"]["env"]["normalize_actions"], str(path),
-                     state.get("mlflow_run_id"))
+                     state.get("mlflow_run_id"), state["config"].get("seed", 0))
 
 
 def random_candidate(cfg: DictConfig) -> Candidate:
@@ -98,37 +105,70 @@ def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor,
     return batch.returns(), paths
 
 
-def evaluate(cfg: DictConfig, out_dir: Path, tracking_uri: str) -> tuple[dict, list[Candidate]]:
-    """Evaluate every checkpoint of ``eval.checkpoints`` / ``eval.sweep_dir`` (+ random).
+def sweep_references(sweep_dir: Path) -> list[tuple[str, str]]:
+    """``(checkpoint, overrides that set its job apart)`` for every ``<sweep_dir>/*/checkpoint.pt``.
 
-    Writes ``results.json`` (``{method: {k: {"mean", "ci95", "n_tasks"}}}``), ``results.csv``,
-    ``adaptation_curve.png`` and, for navigation, ``trajectories.png`` to ``out_dir``.
+    The overrides are those of the job's ``.hydra/overrides.yaml`` whose values differ between the
+    jobs, less ``baseline`` (the method) and ``seed`` (seeds of one setting are aggregated).
+    """
+    jobs = sorted(Path(sweep_dir).glob("*/checkpoint.pt"))
+    overrides = []
+    for path in jobs:
+        listed = path.parent / ".hydra" / "overrides.yaml"
+        pairs = [o.lstrip("+~").split("=", 1) for o in (OmegaConf.load(listed) if listed.is_file() else [])]
+        overrides.append({k: v for k, v in (p for p in pairs if len(p) == 2)})
+    keys = {k for o in overrides for k in o} - {"baseline", "seed"}
+    varying = sorted(k for k in keys if len({o.get(k) for o in overrides}) > 1)
+    return [(str(p), " ".join(f"{k}={o[k]}" for k in varying if k in o)) for p, o in zip(jobs, overrides)]
+
+
+def load_candidates(cfg: DictConfig, tracking_uri: str) -> list[Candidate]:
+    """Every checkpoint of ``eval.checkpoints`` and ``eval.sweep_dir``, checked, labelled and sorted
+    (maml, pretrained, random, oracle), plus the random initialisation unless one is given or
+    ``eval.include_random`` is off.
 
     Raises:
-        EvaluationError: no checkpoint given, a bad checkpoint, or two checkpoints of one method.
+        EvaluationError: nothing to evaluate, or a bad checkpoint (before any work).
     """
-    references = list(cfg.eval.checkpoints)
+    references = [(ref, "") for ref in cfg.eval.checkpoints]
     if cfg.eval.sweep_dir:
-        references += [str(p) for p in sorted(Path(cfg.eval.sweep_dir).glob("*/checkpoint.pt"))]
-    candidates = [load_candidate(ref, cfg, tracking_uri) for ref in references]
-    methods = [c.method for c in candidates]
-    if len(set(methods)) != len(methods):
-        raise EvaluationError(f"one checkpoint per method, got methods {methods} from {references}")
-    if cfg.eval.include_random and "random" not in methods:
-        candidates.append(random_candidate(cfg))
+        if not Path(cfg.eval.sweep_dir).is_dir():
+            raise EvaluationError(f"eval.sweep_dir={cfg.eval.sweep_dir}: no such directory")
+        references += sweep_references(Path(cfg.eval.sweep_dir))
+    candidates = []
+    for reference, overrides in references:
+        candidate = load_candidate(reference, cfg, tracking_uri)
+        candidate.label = f"{candidate.method} {overrides}".strip()
+        candidates.append(candidate)
     if not candidates:
-        raise EvaluationError("nothing to evaluate: give eval.checkpoints=[...] or eval.sweep_dir=...")
-    candidates.sort(key=lambda c: METHODS.index(c.method) if c.method in METHODS else len(METHODS))
+        raise EvaluationError(f"no checkpoint to evaluate in eval.checkpoints={list(cfg.eval.checkpoints)} "
+                              f"eval.sweep_dir={cfg.eval.sweep_dir}")
+    if cfg.eval.include_random and "random" not in {c.method for c in candidates}:
+        candidates.append(random_candidate(cfg))
+    order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(candidates, key=lambda c: (order.get(c.method, len(METHODS)), c.label, c.seed))
 
+
+def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dict:
+    """Adaptation curves of ``candidates`` on the same fresh tasks, one row per label.
+
+    Candidates that share a label (the seeds of one setting) are pooled: the mean and the 95%
+    interval are over seeds × tasks (``n_seeds``, ``n_tasks`` per seed). Writes ``results.json``
+    (``{label: {k: {"mean", "ci95", "n_tasks", "n_seeds"}}}``), ``results.csv``,
+    ``adaptation_curve.png`` and, for navigation, ``trajectories.png`` to ``out_dir``.
+    """
     tasks = build_env(cfg, 1, 1, False).sample_tasks(cfg.eval.num_tasks, evaluation_generator(cfg.eval.seed))
-    results, paths = {}, {}
+    curves, paths = {}, {}
     for c in candidates:
         steps = 0 if c.oracle else cfg.eval.num_steps
-        returns, paths[c.method] = adaptation_curve(c, cfg, tasks, steps, evaluation_generator(cfg.eval.seed + 1))
-        results[c.method] = summarize(returns)
+        returns, path = adaptation_curve(c, cfg, tasks, steps, evaluation_generator(cfg.eval.seed + 1))
+        curves.setdefault(c.label, []).append(returns)
+        paths.setdefault(c.label, path)
+    results = {label: summarize(torch.cat(rows, dim=1), len(rows)) for label, rows in curves.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(results, out_dir)
-    plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png")
+    title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"
+    plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png", title)
     if cfg.env.name == "navigation":
         plot_trajectories(paths, tasks, cfg.eval.num_steps, out_dir / "trajectories.png")
-    return results, candidates
+    return results

@@ -14,11 +14,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the headless backend
 
 
-def summarize(returns: torch.Tensor) -> dict[int, dict[str, float]]:
-    """Mean and 95% confidence half-width (normal approximation, 1.96·s/√n) over tasks, per k."""
+def summarize(returns: torch.Tensor, seeds: int = 1) -> dict[int, dict[str, float]]:
+    """Mean and 95% confidence half-width (normal approximation, 1.96·s/√n) per k.
+
+    ``returns`` is ``[k, sample]`` with ``seeds`` seeds × n_tasks tasks per row.
+    """
     n = returns.shape[1]
-    return {k: {"mean": row.mean().item(), "ci95": 1.96 * row.std().item() / math.sqrt(n), "n_tasks": n}
-            for k, row in enumerate(returns.double())}
+    return {k: {"mean": row.mean().item(), "ci95": 1.96 * row.std().item() / math.sqrt(n), "n_tasks": n // seeds,
+                "n_seeds": seeds} for k, row in enumerate(returns.double())}
 
 
 def write_tables(results: dict, out_dir: Path) -> None:
@@ -26,59 +29,99 @@ def write_tables(results: dict, out_dir: Path) -> None:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "k", "mean", "ci95", "n_tasks"])
+        writer.writerow(["method", "k", "mean", "ci95", "n_tasks", "n_seeds"])
         for method, rows in results.items():
             for k, r in rows.items():
-                writer.writerow([method, k, f"{r['mean']:.4f}", f"{r['ci95']:.4f}", r["n_tasks"]])
+                writer.writerow([method, k, f"{r['mean']:.4f}", f"{r['ci95']:.4f}", r["n_tasks"], r["n_seeds"]])
 
 
 def format_table(results: dict, num_steps: int) -> str:
     """The method × k table as text: ``mean ± ci95`` per cell."""
-    header = f"{'method':<12}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1))
+    width = max([12, *(len(m) + 2 for m in results)])
+    header = f"{'method':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1))
     lines = [header]
     for method, rows in results.items():
         cells = [f"{rows[k]['mean']:8.2f} ± {rows[k]['ci95']:5.2f}" if k in rows else "-" for k in range(num_steps + 1)]
-        lines.append(f"{method:<12}" + "".join(f"{c:>18}" for c in cells))
+        lines.append(f"{method:<{width}}" + "".join(f"{c:>18}" for c in cells))
     return "\n".join(lines)
 
 
-def plot_curves(results: dict, num_steps: int, path: Path) -> None:
-    """Average return vs. number of gradient steps, one line per method; the oracle as a line."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ks = list(range(num_steps + 1))
-    for method, rows in results.items():
-        if method == "oracle":
-            ax.axhline(rows[0]["mean"], color="k", linestyle="--", label="oracle")
+def plot_curves(results: dict, num_steps: int, path: Path, title: str) -> None:
+    """Average return vs. number of gradient steps (Finn et al., 2017, Figure 4): one line per method
+    with its shaded 95% confidence band, markers offset so the bands do not hide each other; a
+    method evaluated without adaptation (the oracle) as a horizontal band."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ks = torch.arange(num_steps + 1, dtype=torch.float64)
+    adapted = [m for m, rows in results.items() if len(rows) > 1 or num_steps == 0]
+    for i, (method, rows) in enumerate(results.items()):
+        n = rows[0]["n_tasks"] * rows[0].get("n_seeds", 1)
+        if method not in adapted:
+            mean, ci = rows[0]["mean"], rows[0]["ci95"]
+            ax.axhline(mean, color="k", linestyle="--", label=f"{method} (no adaptation, n={n})")
+            ax.axhspan(mean - ci, mean + ci, color="k", alpha=0.1)
             continue
-        means = [rows[k]["mean"] for k in ks]
-        ci = [rows[k]["ci95"] for k in ks]
-        ax.errorbar(ks, means, yerr=ci, marker="o", capsize=3, label=method)
-    ax.set_xlabel("number of gradient steps")
-    ax.set_ylabel("average return")
-    ax.set_xticks(ks)
-    ax.legend()
+        x = ks + 0.06 * (adapted.index(method) - (len(adapted) - 1) / 2)
+        means = torch.tensor([rows[k]["mean"] for k in range(num_steps + 1)])
+        ci = torch.tensor([rows[k]["ci95"] for k in range(num_steps + 1)])
+        line, = ax.plot(x, means, marker="o", label=f"{method} (n={n})")
+        ax.fill_between(x, means - ci, means + ci, color=line.get_color(), alpha=0.2)
+    ax.set_title(title)
+    ax.set_xlabel("number of gradient steps k")
+    ax.set_ylabel("average return per episode")
+    ax.set_xticks(ks.tolist())
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="mean ± 95% CI")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def plot_learning_curve(history: dict[str, list[float]], iteration: int, title: str, path: Path) -> Path:
+    """Pre- and post-adaptation return of every iteration up to ``iteration``; returns ``path``."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    start = iteration - len(history["post"])  # a run resumed from a checkpoint without history starts later
+    x = list(range(start, iteration))
+    ax.plot(x, history["pre"], label="pre-adaptation (support episodes)", alpha=0.8)
+    ax.plot(x, history["post"], label="post-adaptation (query episodes)", alpha=0.8)
+    ax.set_title(title)
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("average return per episode")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_trajectories(paths: dict, tasks: torch.Tensor, steps: int, path: Path, task: int = 0) -> None:
-    """Figure 4's lower panels: one episode before adaptation and after the last step, goal marked."""
-    methods = [m for m in paths if m != "oracle"]
-    fig, axes = plt.subplots(1, max(len(methods), 1), figsize=(4 * max(len(methods), 1), 4), squeeze=False)
+    """Figure 4's lower panels: one episode of one task before adaptation and after the last step,
+    the goal marked; positions in the plane, limits that fit every path."""
+    methods = [m for m in paths if len(paths[m]) > 1]
+    fig, axes = plt.subplots(1, max(len(methods), 1), figsize=(4 * max(len(methods), 1), 4.4), squeeze=False)
+    goal = tasks[task, :2].tolist()
+    points = [torch.tensor([goal, [0.0, 0.0]])]
     for ax, method in zip(axes[0], methods):
         (pre, pre_mask), (post, post_mask) = paths[method][0], paths[method][-1]
         curves = [((pre, pre_mask), "--", "before adaptation"), ((post, post_mask), "-", f"after {steps} steps")]
         for (obs, mask), style, label in curves:
-            xy = obs[task][mask[task].bool()][:, :2]  # states before each step, from the origin
+            xy = obs[task][mask[task].bool()][:, :2].double()  # positions before each step, from the origin
+            points.append(xy)
             ax.plot(xy[:, 0], xy[:, 1], style, label=label)
-        ax.plot(*tasks[task].tolist(), "r*", markersize=14, label="goal")
+        ax.plot(*goal, "r*", markersize=14, label="goal")
         ax.set_title(method)
-        ax.set_xlim(-0.6, 0.6)
-        ax.set_ylim(-0.6, 0.6)
+        ax.set_xlabel("x position")
+        ax.set_ylabel("y position")
         ax.set_aspect("equal")
-        ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+        ax.grid(alpha=0.3)
+    corners = torch.cat(points)
+    low, high = corners.min(0).values - 0.05, corners.max(0).values + 0.05
+    for ax in axes[0]:
+        ax.set_xlim(low[0].item(), high[0].item())
+        ax.set_ylim(low[1].item(), high[1].item())
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.suptitle(f"2D navigation, task {task}: one episode before and after adaptation")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

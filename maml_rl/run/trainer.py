@@ -9,12 +9,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..core.checkpoint import save_checkpoint
 from ..core.objective import MetaObjective
 from ..core.sampler import episode_returns
 from ..tracking import NullTracker, Tracker
 from .build import build_env, build_learner, build_outer_loop, build_sampler, initial_policy
+from .report import plot_learning_curve
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class Trainer:
         self.iteration = 0
         self.recent: list[float] = []  # post-adaptation returns of the last 20 iterations
         self.recent_tasks: list[torch.Tensor] = []  # and their tasks, [meta_batch_size, ...] each
+        self.history: dict[str, list[float]] = {"pre": [], "post": []}  # every iteration's returns (learning curve)
         self.tasks: torch.Tensor | None = None  # the tasks of the current meta-batch
 
     def meta_step(self) -> dict[str, float]:
@@ -75,26 +78,59 @@ class Trainer:
         return metrics
 
     def meta_train(self) -> float:
-        """Run the remaining meta-iterations; return the mean post-adaptation return of the last 20."""
+        """Run the remaining meta-iterations; return the objective, the mean post-adaptation return
+        of the last 20 iterations (logged as ``train/objective``).
+
+        If tracking fails between iterations (a tracking server that went away), the state of the
+        last finished iteration is checkpointed before the error is raised.
+        """
         cfg = self.cfg
         last = cfg.num_iterations if cfg.baseline.train else self.iteration  # random: no training
         bar = tqdm(range(self.iteration, last), desc="meta-train", unit="it", dynamic_ncols=True)
-        for it in bar:
-            metrics = self.meta_step()
-            self.iteration = it + 1
-            self.recent = (self.recent + [metrics["post_adaptation_return"]])[-20:]
-            self.recent_tasks = (self.recent_tasks + [self.tasks])[-20:]
-            bar.set_postfix(progress_figures(metrics))
-            if metrics.get("step_accepted") == 0.0:
-                log.warning("iteration %d: line search found no acceptable step; θ unchanged", it)
-            self.tracker.log_metrics(metrics, step=it)
-            if it % 10 == 0 or self.iteration == last:
-                log.info("iteration %d: pre %.2f post %.2f kl %.5f %.2f s", it, metrics["pre_adaptation_return"],
-                         metrics["post_adaptation_return"], metrics["kl"], metrics["time_iteration"])
-            if self.iteration % cfg.checkpoint_every == 0:
+        between_iterations = True
+        try:
+            with logging_redirect_tqdm():  # log lines above the bar, never through it
+                for it in bar:
+                    between_iterations = False
+                    metrics = self.meta_step()
+                    self.record(metrics)
+                    between_iterations = True
+                    bar.set_postfix(progress_figures(metrics))
+                    if metrics.get("step_accepted") == 0.0:
+                        log.warning("iteration %d: line search found no acceptable step; θ unchanged", it)
+                    self.tracker.log_metrics(tracked_metrics(metrics), step=it)
+                    if it % 10 == 0 or self.iteration == last:
+                        log.info("iteration %d: pre %.2f post %.2f kl %.5f %.2f s", it,
+                                 metrics["pre_adaptation_return"], metrics["post_adaptation_return"], metrics["kl"],
+                                 metrics["time_iteration"])
+                    if self.iteration % cfg.checkpoint_every == 0:
+                        self.checkpoint()
+        except Exception:
+            if between_iterations:
                 self.save()
-        self.tracker.log_artifact(self.save(), "checkpoint")
-        return sum(self.recent) / len(self.recent) if self.recent else float("nan")
+            raise
+        objective = sum(self.recent) / len(self.recent) if self.recent else float("nan")
+        if self.recent:
+            self.tracker.log_metrics({"train/objective": objective}, step=self.iteration - 1)
+        self.tracker.log_artifact(self.checkpoint(), "checkpoint")
+        return objective
+
+    def record(self, metrics: dict[str, float]) -> None:
+        """Count a finished iteration and keep its returns and tasks."""
+        self.iteration += 1
+        self.recent = (self.recent + [metrics["post_adaptation_return"]])[-20:]
+        self.recent_tasks = (self.recent_tasks + [self.tasks])[-20:]
+        self.history["pre"].append(metrics["pre_adaptation_return"])
+        self.history["post"].append(metrics["post_adaptation_return"])
+
+    def checkpoint(self) -> Path:
+        """``save``, and the learning curve as ``learning_curve.png`` (run dir and tracked run)."""
+        path = self.save()
+        if self.history["post"]:
+            title = f"{self.cfg.baseline.name}-{self.cfg.algorithm.name} on {self.cfg.env.name}, seed {self.cfg.seed}"
+            self.tracker.log_artifact(plot_learning_curve(self.history, self.iteration, title,
+                                                          self.run_dir / "learning_curve.png"))
+        return path
 
     def save(self) -> Path:
         """Write ``checkpoint.pt`` in the run dir (atomically)."""
@@ -105,7 +141,7 @@ class Trainer:
             "iteration": self.iteration, "config": OmegaConf.to_container(self.cfg, resolve=True),
             "env": self.cfg.env.name, "baseline": self.cfg.baseline.name, "oracle": self.oracle,
             "mlflow_run_id": self.tracker.run_id, "tracking_uri": self.tracker.uri, "recent_post": self.recent,
-            "recent_tasks": self.recent_tasks, "run_dir": str(self.run_dir.resolve()),
+            "recent_tasks": self.recent_tasks, "history": self.history, "run_dir": str(self.run_dir.resolve()),
         })
 
     def load_state(self, state: dict) -> None:
@@ -119,6 +155,7 @@ class Trainer:
         self.generator.set_state(state["rng"]["generator"])
         self.iteration, self.recent = state["iteration"], list(state.get("recent_post", []))
         self.recent_tasks = list(state.get("recent_tasks", []))
+        self.history = state.get("history") or {"pre": [], "post": []}
 
 
 def progress_figures(metrics: dict[str, float]) -> dict[str, str | int]:
@@ -128,4 +165,22 @@ def progress_figures(metrics: dict[str, float]) -> dict[str, str | int]:
                                      "kl": f"{metrics['kl']:.4f}", "s_it": f"{metrics['time_iteration']:.2f}"}
     if "line_search_steps" in metrics:
         figures["ls"] = int(metrics["line_search_steps"])
+    figures["sps"] = f"{metrics['env_steps_per_second']:.0f}"  # env steps per second of sampling
     return figures
+
+
+HEADLINES = ("pre_adaptation_return", "post_adaptation_return")
+
+
+def tracked_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Metric names grouped for the tracker's chart view: ``time/…`` (seconds, env steps per second)
+    and ``train/…`` (the rest); the pre- and post-adaptation returns also under their own names."""
+    out = {name: metrics[name] for name in HEADLINES if name in metrics}
+    for name, value in metrics.items():
+        if name.startswith("time_"):
+            out[f"time/{name[5:]}"] = value
+        elif name == "env_steps_per_second":
+            out[f"time/{name}"] = value
+        else:
+            out[f"train/{name}"] = value
+    return out

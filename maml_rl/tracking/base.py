@@ -42,6 +42,9 @@ class Tracker(Protocol):
 
     def finish(self, status: str = "FINISHED") -> None: ...
 
+    def where(self) -> str | None:
+        """How a person opens the run (a command or a URL), or None."""
+
 
 TRACKERS = Registry("tracking")
 
@@ -74,3 +77,6 @@ class NullTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         pass
+
+    def where(self) -> None:
+        return None

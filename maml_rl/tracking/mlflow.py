@@ -5,9 +5,11 @@ Every call to MLflow in the package is here.
 
 from __future__ import annotations
 
+import csv
 import random
 import re
 import time
+import urllib.request
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,30 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from .base import TRACKERS, TrackingConfig
 
 PARENT_FILE = "mlflow_parent_run_id"  # in a sweep dir: the id of the sweep's parent run
+# MLflow 3's UI opens an experiment in its GenAI view unless the experiment says it holds model training
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+class TrackingUnavailable(ConnectionError):
+    """The tracking store cannot be reached; the message names the URI."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast for a tracking server that does not answer (MLflow itself retries for minutes).
+
+    Raises:
+        TrackingUnavailable: ``"tracking server http://127.0.0.1:9 is not reachable (...)"``.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            response.read()
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingUnavailable(f"tracking server {uri} is not reachable ({reason}); start it or pass another "
+                                  "tracking.uri (or tracking=none)") from None
+
 RUN_ID = re.compile(r"^(runs:/)?([0-9a-f]{32})/?$")
 CHECKPOINT_ARTIFACT = "checkpoint/checkpoint.pt"
 
@@ -59,7 +85,7 @@ def experiment_id(uri: str, name: str) -> str:
             return experiment.experiment_id
         location = (db.parent / "mlruns").as_uri() if db else None
         try:
-            return retry_locked(client.create_experiment, name, artifact_location=location)
+            return retry_locked(client.create_experiment, name, artifact_location=location, tags=EXPERIMENT_KIND)
         except MlflowException:  # created meanwhile by a job on another tracking client
             return client.get_experiment_by_name(name).experiment_id
 
@@ -84,10 +110,12 @@ class MlflowTracker:
         self.run_dir = Path(run_dir)
         if resume:  # (tracking uri, run id): continue that run; its params and tags are already there
             self.uri = resume[0]
+            check_reachable(self.uri)
             mlflow.set_tracking_uri(self.uri)
             self.run = retry_locked(mlflow.start_run, run_id=resume[1])
             return
         self.uri = resolve_uri(config.uri, launch_dir)
+        check_reachable(self.uri)
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_experiment(experiment_id=experiment_id(self.uri, config.experiment))
         parent = self.run_dir.parent / PARENT_FILE  # written by the sweep callback: this job is a child
@@ -99,6 +127,13 @@ class MlflowTracker:
     @property
     def run_id(self) -> str:
         return self.run.info.run_id
+
+    def where(self) -> str:
+        """How a person opens this run."""
+        page = f"#/experiments/{self.run.info.experiment_id}/runs/{self.run_id}"
+        if self.uri.startswith(("http://", "https://")):
+            return f"{self.uri.rstrip('/')}/{page}"
+        return f"mlflow ui --backend-store-uri {self.uri}   then http://127.0.0.1:5000/{page}"
 
     def set_tags(self, tags: dict[str, str]) -> None:
         retry_locked(mlflow.set_tags, tags)
@@ -124,6 +159,7 @@ class MlflowTracker:
 def start_sweep_run(uri: str, experiment: str, sweep_dir: Path, tags: dict[str, str], params: dict[str, str]) -> str:
     """Create a sweep's parent run before any job starts; its id goes to ``<sweep dir>/mlflow_parent_run_id``,
     where each job (local or on a cluster node) finds it. Returns the run id."""
+    check_reachable(uri)
     client = mlflow.MlflowClient(uri)
     run = retry_locked(client.create_run, experiment_id(uri, experiment),
                        run_name=f"sweep-{sweep_dir.parent.name}-{sweep_dir.name}", tags=tags)
@@ -133,9 +169,47 @@ def start_sweep_run(uri: str, experiment: str, sweep_dir: Path, tags: dict[str, 
     return run.info.run_id
 
 
-def finish_sweep_run(uri: str, run_id: str) -> None:
-    """Mark a sweep's parent run finished."""
-    retry_locked(mlflow.MlflowClient(uri).set_terminated, run_id, "FINISHED")
+def finish_sweep_run(uri: str, run_id: str, sweep_dir: Path, maximize: bool = True,
+                     best_params: dict[str, str] | None = None) -> dict[str, str] | None:
+    """Summarise a sweep on its parent run, then mark it finished.
+
+    Every child's objective (``train/objective``) is logged on the parent as ``sweep/objective``
+    at the child's job number, and written with its name and overrides to
+    ``sweep_summary.csv`` (an artifact); the best child (highest objective, or lowest with
+    ``maximize`` false) becomes the metric ``sweep/best_objective`` and the tags ``best_run_id``,
+    ``best_run_name`` and ``best_overrides``; ``best_params`` (an Optuna sweep's) become params
+    ``best.<key>``. Returns the best child's tags, or None without children.
+    """
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(run_id)
+    children = retry_locked(client.search_runs, [parent.info.experiment_id],
+                            filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=10000)
+    rows = []
+    for child in children:
+        objective = child.data.metrics.get("train/objective")
+        job = Path(child.data.tags.get("output_dir", "")).name
+        rows.append((int(job) if job.isdigit() else len(rows), child, objective))
+        if objective is not None:
+            retry_locked(client.log_metric, run_id, "sweep/objective", objective, step=rows[-1][0])
+    with open(sweep_dir / "sweep_summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["job", "run_name", "run_id", "objective", "overrides"])
+        for j, c, o in sorted(rows, key=lambda r: r[0]):
+            writer.writerow([j, c.info.run_name, c.info.run_id, o, c.data.tags.get("overrides", "")])
+    retry_locked(client.log_artifact, run_id, str(sweep_dir / "sweep_summary.csv"))
+    scored = [(o, c) for _, c, o in rows if o is not None]
+    best = None
+    if scored:
+        objective, child = (max if maximize else min)(scored, key=lambda r: r[0])
+        best = {"best_run_id": child.info.run_id, "best_run_name": child.info.run_name,
+                "best_overrides": child.data.tags.get("overrides", "")}
+        retry_locked(client.log_metric, run_id, "sweep/best_objective", objective)
+        for key, value in best.items():
+            retry_locked(client.set_tag, run_id, key, value)
+    for key, value in (best_params or {}).items():
+        retry_locked(client.log_param, run_id, f"best.{key}", str(value)[:MAX_PARAM_VAL_LENGTH])
+    retry_locked(client.set_terminated, run_id, "FINISHED")
+    return best
 
 
 def is_run_id(reference: str) -> str | None:
