@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -140,6 +141,13 @@ def test_optuna_preset_searches_inner_lr_and_max_kl(tmp_path):
     trials = [r for r in runs if r.data.tags["mode"] == "train"]
     assert len(trials) == 2 and len({r.data.params["inner.lr"] for r in trials}) == 2
     assert len({r.data.tags["mlflow.parentRunId"] for r in trials}) == 1
+    (parent,) = [r for r in runs if r.data.tags["mode"] == "sweep"]  # the study's best params on the parent
+    best = max(trials, key=lambda r: r.data.metrics["train/objective"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert float(parent.data.params["best.inner.lr"]) == pytest.approx(float(best.data.params["inner.lr"]))
+    for r in trials:  # each trial is named after the values the study gave it
+        assert set(r.info.run_name.split()[1:]) == {o for o in r.data.tags["overrides"].split()
+                                                    if o.startswith(("inner.lr=", "algorithm.max_kl="))}
 
 
 @pytest.mark.parametrize("algorithm,env,obs_dim,act_dim", [("ppo", "ant", 27, 8), ("trpo", "halfcheetah_vel", 17, 6)])
@@ -162,3 +170,64 @@ def test_locomotion_runs_are_tracked_and_checkpointed(tmp_path, algorithm, env, 
     assert count == steps if env == "halfcheetah_vel" else 0 < count <= steps
     if algorithm == "ppo":
         assert load_checkpoint(path)["optimizer"]["state"]  # Adam's moments, for resuming
+
+
+def test_log_lines_never_break_the_progress_bar(tmp_path):
+    # stdout (log lines) and stderr (the bar) into one stream, as a terminal shows them
+    proc = subprocess.run([sys.executable, "-m", "maml_rl", *TINY, "num_iterations=12"], cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=True)
+    segments = [s for line in proc.stdout.split("\n") for s in line.split("\r")]
+    assert any("meta-train" in s and "sps=" in s for s in segments)  # env steps per second on the bar
+    assert any("[INFO]" in s for s in segments)
+    assert not [s for s in segments if "meta-train" in s and "[INFO]" in s]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["eval.checkpoints=[somewhere]"], "eval.checkpoints / eval.sweep_dir are set but mode=train: add mode=evaluate"),
+    (["eval.sweep_dir=multirun/x"], "eval.checkpoints / eval.sweep_dir are set but mode=train: add mode=evaluate"),
+    (["mode=evaluate"], "mode=evaluate needs eval.checkpoints=[...]"),
+])
+def test_evaluation_settings_without_an_evaluation_are_refused(tmp_path, overrides, message):
+    proc = run_cli(tmp_path, *TINY, *overrides)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not list(tmp_path.glob("**/checkpoint.pt")) and runs_in(tmp_path / "mlflow.db") == []
+
+
+PAYLOAD = """
+import os, pickle, sys, torch
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+torch.save({"format_version": 1, "policy": Payload()}, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("kind", ["text", "payload"])
+def test_a_file_that_is_not_a_checkpoint_is_refused_and_never_run(tmp_path, kind):
+    path, marker = tmp_path / ("notes.txt" if kind == "text" else "evil.pt"), tmp_path / "pwned"
+    if kind == "text":
+        path.write_text("not a checkpoint\n")
+    else:
+        subprocess.run([sys.executable, "-c", PAYLOAD, str(path), str(marker)], check=True)
+    for args in ([f"resume={path}"], ["mode=evaluate", f"eval.checkpoints=[{path}]"]):
+        proc = run_cli(tmp_path, *TINY, *args)
+        assert proc.returncode == 2 and f"not a maml_rl checkpoint: {path}" in proc.stderr, proc.stderr[-2000:]
+        assert "invalid literal" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not marker.exists()  # the crafted pickle's code never ran
+
+
+def test_help_describes_groups_keys_and_presets_without_internal_groups(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "maml_rl", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert "env        the task distribution: ant, ant_dir, halfcheetah_dir, halfcheetah_vel, navigation" in proc.stdout
+    assert "navigation_fig4" in proc.stdout and "smoke" in proc.stdout and "num_iterations" in proc.stdout
+    assert "schema" not in proc.stdout
+
+
+def test_the_smoke_preset_runs_in_seconds(tmp_path):
+    started = time.time()
+    proc = run_cli(tmp_path, "experiment=smoke", "threads=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = runs_in(tmp_path / "mlflow.db")
+    assert run.data.params["num_iterations"] == "10" and run.data.params["env.horizon"] == "20"
+    assert time.time() - started < 120

@@ -80,7 +80,7 @@ class MlflowSweep(Callback):
         (sweep_dir / SWEEP_KEYS).write_text(json.dumps(swept_keys(config)))
         if config.tracking.name != "mlflow":
             return
-        from ..tracking.mlflow import resolve_uri, start_sweep_run
+        from ..tracking.mlflow import TrackingUnavailable, resolve_uri, start_sweep_run
 
         sweeper_params = OmegaConf.select(config, "hydra.sweeper.params") or {}
         params = {"overrides": " ".join(config.hydra.overrides.task),
@@ -90,6 +90,9 @@ class MlflowSweep(Callback):
             self.run_id = start_sweep_run(self.uri, config.tracking.experiment, sweep_dir,
                                           {"mode": "sweep", "sweep_dir": str(sweep_dir), "env": config.env.name},
                                           params)
+        except TrackingUnavailable as err:
+            print(f"maml_rl: {err}", file=sys.stderr)
+            sys.exit(1)
         except Exception:  # as above: fail the sweep, not only warn
             log.exception("creating the sweep's MLflow parent run in %s failed", config.tracking.uri or "./mlflow.db")
             sys.exit(1)
