@@ -163,12 +163,13 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dic
         steps = 0 if c.oracle else cfg.eval.num_steps
         returns, path = adaptation_curve(c, cfg, tasks, steps, evaluation_generator(cfg.eval.seed + 1))
         curves.setdefault(c.label, []).append(returns)
-        paths.setdefault(c.label, path)
+        if steps:  # the trajectories before and after adaptation
+            paths.setdefault(c.label, path)
     results = {label: summarize(torch.cat(rows, dim=1), len(rows)) for label, rows in curves.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(results, out_dir)
     title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"
     plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png", title)
-    if cfg.env.name == "navigation":
+    if cfg.env.name == "navigation" and paths:
         plot_trajectories(paths, tasks, cfg.eval.num_steps, out_dir / "trajectories.png")
     return results

@@ -97,8 +97,8 @@ def plot_learning_curve(history: dict[str, list[float]], iteration: int, title: 
 def plot_trajectories(paths: dict, tasks: torch.Tensor, steps: int, path: Path, task: int = 0) -> None:
     """Figure 4's lower panels: one episode of one task before adaptation and after the last step,
     the goal marked; positions in the plane, limits that fit every path."""
-    methods = [m for m in paths if len(paths[m]) > 1]
-    fig, axes = plt.subplots(1, max(len(methods), 1), figsize=(4 * max(len(methods), 1), 4.4), squeeze=False)
+    methods = list(paths)
+    fig, axes = plt.subplots(1, max(len(methods), 1), figsize=(4 * max(len(methods), 1), 4.6), squeeze=False)
     goal = tasks[task, :2].tolist()
     points = [torch.tensor([goal, [0.0, 0.0]])]
     for ax, method in zip(axes[0], methods):
@@ -115,10 +115,11 @@ def plot_trajectories(paths: dict, tasks: torch.Tensor, steps: int, path: Path, 
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
     corners = torch.cat(points)
-    low, high = corners.min(0).values - 0.05, corners.max(0).values + 0.05
+    center = (corners.min(0).values + corners.max(0).values) / 2
+    half = (corners.max(0).values - corners.min(0).values).max().item() / 2 + 0.05  # a square that holds every path
     for ax in axes[0]:
-        ax.set_xlim(low[0].item(), high[0].item())
-        ax.set_ylim(low[1].item(), high[1].item())
+        ax.set_xlim(center[0].item() - half, center[0].item() + half)
+        ax.set_ylim(center[1].item() - half, center[1].item() + half)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
     fig.suptitle(f"2D navigation, task {task}: one episode before and after adaptation")
