@@ -11,6 +11,7 @@ import torch
 from maml_rl.core.checkpoint import load_checkpoint, save_checkpoint
 from maml_rl.envs.navigation import Navigation2DEnv
 from maml_rl.run.evaluation import adaptation_curve, evaluation_generator, load_candidate, random_candidate
+from maml_rl.run.report import curves_figure
 from maml_rl.run.trainer import Trainer
 
 from .conftest import TINY, composed
@@ -156,3 +157,18 @@ def test_bad_checkpoint_fails_naming_file_and_mismatch(fig4_sweep, tmp_path, cas
     assert proc.returncode != 0
     assert str(path) in proc.stderr and expected in proc.stderr
     assert runs_in(tmp_path / "mlflow.db") == []
+
+
+def test_the_adaptation_curve_reads_like_a_paper_figure():
+    rows = lambda base, ks: {k: {"mean": base + k, "ci95": 1.0, "n_tasks": 40, "n_seeds": 2} for k in ks}
+    results = {"maml": rows(-40, range(4)), "pretrained": rows(-41, range(4)), "oracle": rows(-3, [0])}
+    fig = curves_figure(results, 3, "navigation: return after k inner steps")
+    (ax,) = fig.axes
+    assert ax.get_title() and "k" in ax.get_xlabel() and "return" in ax.get_ylabel()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    maml, pretrained = lines["maml (n=80)"], lines["pretrained (n=80)"]  # n = seeds × tasks
+    assert not (maml.get_xdata() == pretrained.get_xdata()).any()  # markers offset, bars never overlap
+    assert len(ax.collections) == 2  # a shaded 95% band per adapted method
+    oracle = lines["oracle (no adaptation, n=80)"]
+    assert list(oracle.get_ydata()) == [-3, -3] and len(ax.patches) == 1  # the oracle's line and its band
+    assert ax.get_legend().get_title().get_text() == "mean ± 95% CI"

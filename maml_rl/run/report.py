@@ -47,6 +47,13 @@ def format_table(results: dict, num_steps: int) -> str:
 
 
 def plot_curves(results: dict, num_steps: int, path: Path, title: str) -> None:
+    """``curves_figure`` saved to ``path``."""
+    fig = curves_figure(results, num_steps, title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curves_figure(results: dict, num_steps: int, title: str) -> plt.Figure:
     """Average return vs. number of gradient steps (Finn et al., 2017, Figure 4): one line per method
     with its shaded 95% confidence band, markers offset so the bands do not hide each other; a
     method evaluated without adaptation (the oracle) as a horizontal band."""
@@ -72,8 +79,7 @@ def plot_curves(results: dict, num_steps: int, path: Path, title: str) -> None:
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="mean ± 95% CI")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def plot_learning_curve(history: dict[str, list[float]], iteration: int, title: str, path: Path) -> Path:
