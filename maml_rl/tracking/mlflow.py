@@ -22,8 +22,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from .base import TRACKERS, TrackingConfig
 
 PARENT_FILE = "mlflow_parent_run_id"  # in a sweep dir: the id of the sweep's parent run
-# MLflow 3's UI opens an experiment in its GenAI view unless the experiment says it holds model training
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+TRAINING_VIEW = "workflowType=machine_learning"  # MLflow 3's UI opens on its GenAI pages without it
 
 
 class TrackingUnavailable(ConnectionError):
@@ -85,7 +84,7 @@ def experiment_id(uri: str, name: str) -> str:
             return experiment.experiment_id
         location = (db.parent / "mlruns").as_uri() if db else None
         try:
-            return retry_locked(client.create_experiment, name, artifact_location=location, tags=EXPERIMENT_KIND)
+            return retry_locked(client.create_experiment, name, artifact_location=location)
         except MlflowException:  # created meanwhile by a job on another tracking client
             return client.get_experiment_by_name(name).experiment_id
 
@@ -130,7 +129,7 @@ class MlflowTracker:
 
     def where(self) -> str:
         """How a person opens this run."""
-        page = f"#/experiments/{self.run.info.experiment_id}/runs/{self.run_id}"
+        page = f"#/experiments/{self.run.info.experiment_id}/runs/{self.run_id}?{TRAINING_VIEW}"
         if self.uri.startswith(("http://", "https://")):
             return f"{self.uri.rstrip('/')}/{page}"
         return f"mlflow ui --backend-store-uri {self.uri}   then http://127.0.0.1:5000/{page}"
