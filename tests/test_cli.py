@@ -1,5 +1,6 @@
 """`python -m maml_rl` as a real subprocess against a real MLflow SQLite store."""
 
+import re
 import subprocess
 import sys
 import time
@@ -9,10 +10,12 @@ import mlflow
 import pytest
 import torch
 
+from maml_rl.config import ConfigError, validate
 from maml_rl.core.checkpoint import load_checkpoint
 from maml_rl.policies import load_policy
+from maml_rl.run.evaluation import EvaluationError, load_candidate
 
-from .conftest import TINY
+from .conftest import TINY, composed
 
 
 def run_cli(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -29,9 +32,11 @@ def runs_in(store: Path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """One tiny training run; its stdout (log lines) and stderr (the bar) in one stream, as a terminal shows them."""
     cwd = tmp_path_factory.mktemp("launch")
-    proc = run_cli(cwd, *TINY, "seed=3")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "maml_rl", *TINY, "seed=3"], cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
     return cwd, proc
 
 
@@ -104,12 +109,18 @@ def test_bad_override_fails_before_any_work(tmp_path, override, message):
     assert not list(tmp_path.glob("**/checkpoint.pt"))
 
 
-def test_multirun_jobs_write_to_their_own_dirs_and_share_one_store(tmp_path):
-    proc = run_cli(tmp_path, "--multirun", *TINY, "num_iterations=1", "seed=0,1")
+def test_multirun_jobs_write_to_their_own_dirs_and_share_one_store_elsewhere(tmp_path):
+    """A sweep tracked on a SQLite store outside the launch dir keeps its grouping (and leaves no store behind)."""
+    store = tmp_path / "elsewhere" / "mlflow.db"
+    store.parent.mkdir()
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    proc = run_cli(launch, "--multirun", *TINY, "num_iterations=1", "seed=0,1", f"tracking.uri=sqlite:///{store}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    checkpoints = sorted(tmp_path.glob("multirun/*/*/*/checkpoint.pt"))
+    assert "raised" not in proc.stderr and not (launch / "mlflow.db").exists()
+    checkpoints = sorted(launch.glob("multirun/*/*/*/checkpoint.pt"))
     assert [p.parent.name for p in checkpoints] == ["0", "1"]
-    runs = runs_in(tmp_path / "mlflow.db")
+    runs = runs_in(store)
     (parent,) = [r for r in runs if r.data.tags["mode"] == "sweep"]
     children = [r for r in runs if r.data.tags["mode"] == "train"]
     assert sorted(r.data.tags["seed"] for r in children) == ["0", "1"]
@@ -117,7 +128,7 @@ def test_multirun_jobs_write_to_their_own_dirs_and_share_one_store(tmp_path):
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     assert parent.info.status == "FINISHED" and "seed=0,1" in parent.data.params["overrides"]
     assert Path(parent.data.tags["sweep_dir"]) == checkpoints[0].parent.parent
-    assert not (tmp_path / "outputs").exists()
+    assert not (launch / "outputs").exists()
 
 
 def test_runs_started_together_get_their_own_output_dirs(tmp_path):
@@ -172,10 +183,8 @@ def test_locomotion_runs_are_tracked_and_checkpointed(tmp_path, algorithm, env, 
         assert load_checkpoint(path)["optimizer"]["state"]  # Adam's moments, for resuming
 
 
-def test_log_lines_never_break_the_progress_bar(tmp_path):
-    # stdout (log lines) and stderr (the bar) into one stream, as a terminal shows them
-    proc = subprocess.run([sys.executable, "-m", "maml_rl", *TINY, "num_iterations=12"], cwd=tmp_path,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=True)
+def test_log_lines_never_break_the_progress_bar(tiny_run):
+    _, proc = tiny_run
     segments = [s for line in proc.stdout.split("\n") for s in line.split("\r")]
     assert any("meta-train" in s and "sps=" in s for s in segments)  # env steps per second on the bar
     assert any("[INFO]" in s for s in segments)
@@ -187,9 +196,14 @@ def test_log_lines_never_break_the_progress_bar(tmp_path):
     (["eval.sweep_dir=multirun/x"], "eval.checkpoints / eval.sweep_dir are set but mode=train: add mode=evaluate"),
     (["mode=evaluate"], "mode=evaluate needs eval.checkpoints=[...]"),
 ])
-def test_evaluation_settings_without_an_evaluation_are_refused(tmp_path, overrides, message):
-    proc = run_cli(tmp_path, *TINY, *overrides)
-    assert proc.returncode == 2 and message in proc.stderr
+def test_evaluation_settings_without_an_evaluation_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(composed(*TINY, *overrides))
+
+
+def test_a_refused_setting_stops_the_command_before_any_work(tmp_path):
+    proc = run_cli(tmp_path, *TINY, "eval.checkpoints=[somewhere]")
+    assert proc.returncode == 2 and proc.stderr.startswith("maml_rl: invalid config: eval.checkpoints")
     assert not list(tmp_path.glob("**/checkpoint.pt")) and runs_in(tmp_path / "mlflow.db") == []
 
 
@@ -209,10 +223,15 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_and_never_run(tmp_path, kind
         path.write_text("not a checkpoint\n")
     else:
         subprocess.run([sys.executable, "-c", PAYLOAD, str(path), str(marker)], check=True)
-    for args in ([f"resume={path}"], ["mode=evaluate", f"eval.checkpoints=[{path}]"]):
-        proc = run_cli(tmp_path, *TINY, *args)
-        assert proc.returncode == 2 and f"not a maml_rl checkpoint: {path}" in proc.stderr, proc.stderr[-2000:]
-        assert "invalid literal" not in proc.stderr and "Traceback" not in proc.stderr
+    # resume and evaluation read checkpoints through the same loader: one of them on the command line each
+    args = [f"resume={path}"] if kind == "text" else ["mode=evaluate", f"eval.checkpoints=[{path}]"]
+    proc = run_cli(tmp_path, *TINY, *args)
+    assert proc.returncode == 2 and f"not a maml_rl checkpoint: {path}" in proc.stderr, proc.stderr[-2000:]
+    assert "invalid literal" not in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(ValueError, match=f"not a maml_rl checkpoint: {path}"):
+        load_checkpoint(path)
+    with pytest.raises(EvaluationError, match="not a maml_rl checkpoint"):
+        load_candidate(str(path), composed(*TINY), "")
     assert not marker.exists()  # the crafted pickle's code never ran
 
 

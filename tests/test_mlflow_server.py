@@ -98,20 +98,6 @@ def test_a_sweep_on_a_tracking_server_keeps_its_grouping_names_and_summary(serve
         assert "learning_curve.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
 
 
-def test_a_sweep_on_another_sqlite_store_keeps_its_grouping(tmp_path):
-    store = tmp_path / "elsewhere" / "mlflow.db"
-    store.parent.mkdir()
-    launch = tmp_path / "launch"
-    launch.mkdir()
-    proc = run_cli(launch, "--multirun", *TINY, "num_iterations=1", "seed=0,1", f"tracking.uri=sqlite:///{store}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "raised" not in proc.stderr and not (launch / "mlflow.db").exists()
-    _, runs = runs_of(f"sqlite:///{store}")
-    (parent,) = [r for r in runs if r.data.tags["mode"] == "sweep"]
-    children = [r for r in runs if r.data.tags["mode"] == "train"]
-    assert len(children) == 2 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
-
-
 def test_evaluating_a_sweep_groups_its_jobs_by_their_overrides(server, server_sweep):
     cwd, sweep = server_sweep
     started = time.time()

@@ -59,15 +59,21 @@ def test_cli_resume_extends_the_run_in_the_same_mlflow_run(tmp_path):
     assert "resuming" in (tmp_path / "cut" / "maml_rl.log").read_text()
 
 
-@pytest.mark.parametrize("override", ["inner.lr=0.3", "env=ant", "algorithm.max_kl=0.02"])
-def test_resume_refuses_to_change_the_runs_config(tmp_path, override):
-    assert run_cli(tmp_path, *TINY, "hydra.run.dir=run").returncode == 0
-    before = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    proc = run_cli(tmp_path, f"resume={tmp_path / 'run'}", "num_iterations=3", override)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("trained")
+    assert run_cli(cwd, *TINY, "hydra.run.dir=run").returncode == 0
+    return cwd
+
+
+@pytest.mark.parametrize("override", ["inner.lr=0.3", "env=ant"])
+def test_resume_refuses_to_change_the_runs_config(trained, override):
+    before = load_checkpoint(trained / "run" / "checkpoint.pt")
+    proc = run_cli(trained, f"resume={trained / 'run'}", "num_iterations=3", override)
     key = override.split("=")[0]
     assert proc.returncode == 2 and f"resume: {override} differs from the run's {key}=" in proc.stderr
     assert "num_iterations, checkpoint_every, threads" in proc.stderr
-    after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    after = load_checkpoint(trained / "run" / "checkpoint.pt")
     assert after["iteration"] == before["iteration"] == 2  # nothing ran, nothing was overwritten
 
 

@@ -154,9 +154,9 @@ def build_policy(settings: PolicyConfig, obs_dim: int, act_dim: int, normalize_o
 
 
 def policy_from_state(state: dict[str, Any]) -> Policy:
-    """The trained policy stored in a checkpoint's ``state`` (its type from ``config.policy.name``)."""
-    name = state.get("config", {}).get("policy", {}).get("name", "mlp")
-    policy = POLICIES[name].cls(**state["policy_kwargs"])
+    """The trained policy stored in a checkpoint's ``state`` as ``load_checkpoint`` returns it (its type
+    from ``config.policy.name``)."""
+    policy = POLICIES[state["config"]["policy"]["name"]].cls(**state["policy_kwargs"])
     policy.load_state_dict(state["policy"])
     return policy
 
