@@ -33,20 +33,16 @@ def fail(message: str, code: int = 2):
     sys.exit(code)
 
 
-def override_keys(overrides: Sequence[str]) -> list[str]:
-    """The keys of command-line overrides (``+a.b=1`` → ``a.b``), Hydra's own left out."""
-    keys = [re.split(r"[=]", o, maxsplit=1)[0].lstrip("+~") for o in overrides]
-    return [k for k in keys if not k.startswith("hydra")]
-
-
 def resumed_config(cfg: DictConfig, stored: dict, overrides: Sequence[str]) -> DictConfig:
     """The stored config of a run to resume, with the command line's ``RESUMABLE`` keys applied.
 
     Raises:
         ConfigError: for an override of any other key whose value differs from the run's.
     """
+    from .run.callbacks import override_key
+
     resumed = OmegaConf.create(stored)
-    for key in override_keys(overrides):
+    for key in (override_key(o) for o in overrides if not o.startswith("hydra")):
         given, kept = OmegaConf.select(cfg, key, default=None), OmegaConf.select(resumed, key, default=None)
         if isinstance(given, DictConfig):  # a group option, e.g. env=ant
             given, kept = given.get("name"), (kept or {}).get("name")
@@ -120,7 +116,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> floa
             run_dir = original
             log.info("resuming %s at iteration %d", run_dir, state["iteration"])
         else:
-            tracker = start_tracker(cfg, run_dir, Path.cwd(), run_name=sweep_run_name(cfg, run_dir, overrides),
+            tracker = start_tracker(cfg, run_dir, Path.cwd(), name=sweep_run_name(cfg, run_dir, overrides),
                                     overrides=" ".join(o for o in overrides if not o.startswith("hydra")))
     except TrackingUnavailable as err:
         if not (run_dir / "checkpoint.pt").exists():
@@ -156,7 +152,7 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
 
     try:
         candidates = load_candidates(cfg, tracking_uri(cfg, launch_dir))
-        tracker = start_tracker(cfg, out_dir, launch_dir, run_name=f"evaluate-{cfg.env.name}")
+        tracker = start_tracker(cfg, out_dir, launch_dir, name=f"evaluate-{cfg.env.name}")
     except (EvaluationError, TrackingUnavailable) as err:
         fail(f"cannot evaluate: {err}")
     status = "FAILED"

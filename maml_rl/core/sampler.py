@@ -64,22 +64,22 @@ def rollout(env: EnvBase, policy: Policy, params: Params, horizon: int, generato
     with cores_for(env):
         td = env.reset()
         alive = torch.ones(env.batch_size, dtype=torch.bool)
-        steps = []
+        steps, dists = [], []
         for _ in range(horizon):
             obs = td["observation"]
             dist = policy.distribution(params, obs)
             action = policy.sample(dist, generator)
             td["action"] = action
             nxt = env.step(td)["next"]
-            steps.append((obs, action, _broadcast(dist, obs.shape[:-1]), nxt["reward"][..., 0], alive.clone()))
+            steps.append((obs, action, nxt["reward"][..., 0], alive.clone()))
+            dists.append(_broadcast(dist, obs.shape[:-1]))
             alive &= ~nxt["done"][..., 0]
             if not alive.any():
                 break
             td = nxt
     pad = horizon - len(steps)
-    obs, action, reward, mask = (_pad_time(torch.stack(x, dim=2), pad) for x in zip(*[(s[0], s[1], s[3], s[4])
-                                                                                      for s in steps]))
-    dist = {k: _pad_time(torch.stack([s[2][k] for s in steps], dim=2), pad) for k in steps[0][2]}
+    obs, action, reward, mask = (_pad_time(torch.stack(x, dim=2), pad) for x in zip(*steps))
+    dist = {k: _pad_time(torch.stack([d[k] for d in dists], dim=2), pad) for k in dists[0]}
     mask_f = mask.to(obs.dtype)
     # last valid step: valid now and not valid at the next step (or the horizon)
     next_mask = torch.nn.functional.pad(mask[..., 1:], (0, 1), value=False)

@@ -87,23 +87,26 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_tracker(cfg: DictConfig, run_dir: Path, launch_dir: Path, run_name: str | None = None,
+def run_name(cfg: DictConfig) -> str:
+    """A training run's name: ``<baseline>-<algorithm>-<env>-s<seed>``."""
+    return f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}"
+
+
+def start_tracker(cfg: DictConfig, run_dir: Path, launch_dir: Path, name: str | None = None,
                   resume: tuple[str, str] | None = None, overrides: str = "") -> Tracker:
-    """A run of the ``cfg.tracking`` backend for one job: named ``<baseline>-<algorithm>-<env>-s<seed>``
-    unless ``run_name`` is given, tagged ``env``, ``algorithm``, ``baseline``, ``seed``, ``git_commit``,
+    """A run of the ``cfg.tracking`` backend for one job: named ``run_name(cfg)`` unless ``name`` is given, tagged ``env``, ``algorithm``, ``baseline``, ``seed``, ``git_commit``,
     ``output_dir``, ``mode`` and ``overrides`` (the command line's), with ``tracked_params`` as params;
     or ``resume=(uri, run id)``.
     Evaluation runs go to the experiment ``<tracking.experiment>-evaluation``, so that the training
     runs' charts are not filled with evaluation curves."""
-    run_name = run_name or f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}"
     tags = {"env": cfg.env.name, "algorithm": cfg.algorithm.name, "baseline": cfg.baseline.name,
             "seed": str(cfg.seed), "git_commit": git_commit(), "output_dir": str(run_dir), "mode": cfg.mode,
             "overrides": overrides}
     config = settings(cfg, "tracking")
     if cfg.mode == "evaluate":
         config = dataclasses.replace(config, experiment=f"{config.experiment}-evaluation")
-    return TRACKERS[config.name].cls(config, run_dir=run_dir, launch_dir=launch_dir, run_name=run_name, tags=tags,
-                                     params=tracked_params(cfg), resume=resume)
+    return TRACKERS[config.name].cls(config, run_dir=run_dir, launch_dir=launch_dir, run_name=name or run_name(cfg),
+                                     tags=tags, params=tracked_params(cfg), resume=resume)
 
 
 def resolve_checkpoint(reference: str, tracking_uri: str) -> Path:

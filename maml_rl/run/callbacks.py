@@ -27,15 +27,21 @@ def swept_keys(config: DictConfig) -> list[str]:
     return keys
 
 
+def override_key(override: str) -> str:
+    """The key of a command-line override: ``+a.b=1`` → ``a.b``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def sweep_run_name(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> str | None:
-    """A sweep job's run name: ``<baseline>-<algorithm>-<env>-s<seed>`` and the values of the keys the
-    sweep varies (``maml-trpo-navigation-s0 inner.lr=0.05``); None outside a sweep."""
+    """A sweep job's run name: ``run_name(cfg)`` and the values of the keys the sweep varies
+    (``maml-trpo-navigation-s0 inner.lr=0.05``); None outside a sweep."""
+    from .build import run_name
+
     keys_file = run_dir.parent / SWEEP_KEYS
     if not keys_file.is_file():
         return None
     keys = set(json.loads(keys_file.read_text())) - NAMED
-    swept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in keys]
-    return " ".join([f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}", *swept])
+    return " ".join([run_name(cfg), *(o for o in overrides if override_key(o) in keys)])
 
 
 class EvaluateSweep(Callback):
