@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -31,6 +32,29 @@ def fail(message: str, code: int = 2):
     """One line on stderr, then exit."""
     print(f"maml_rl: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def remove_launch_dir(run_dir: Path) -> None:
+    """Remove what Hydra wrote for this launch (``.hydra/``, ``maml_rl.log``), then the dir if nothing else is
+    in it: a dir that holds anything more (a checkpoint, ``hydra.run.dir=.``) is left as it is."""
+    if (run_dir / "checkpoint.pt").exists():
+        return
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    (run_dir / "maml_rl.log").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
+
+
+def abandon(run_dir: Path, message: str):
+    """Exit before any work, leaving no output dir behind."""
+    remove_launch_dir(run_dir)
+    fail(message)
+
+
+def say_where(tracker) -> None:
+    """The closing line that tells how to open the tracked run."""
+    if tracker.run_id:
+        print(f"tracked run {tracker.run_id}: {tracker.where()}")
 
 
 def resumed_config(cfg: DictConfig, stored: dict, overrides: Sequence[str]) -> DictConfig:
@@ -90,8 +114,7 @@ def move_log(run_dir: Path, original: Path) -> None:
             moved = logging.FileHandler(original / Path(handler.baseFilename).name, mode="a")
             moved.setFormatter(handler.formatter)
             root.addHandler(moved)
-    if not (run_dir / "checkpoint.pt").exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
+    remove_launch_dir(run_dir)
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> float:
@@ -119,9 +142,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> floa
             tracker = start_tracker(cfg, run_dir, Path.cwd(), name=sweep_run_name(cfg, run_dir, overrides),
                                     overrides=" ".join(o for o in overrides if not o.startswith("hydra")))
     except TrackingUnavailable as err:
-        if not (run_dir / "checkpoint.pt").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing was written: leave no output dir behind
-        fail(str(err))
+        abandon(run_dir, str(err))
     status = "FAILED"
     try:
         trainer = Trainer(cfg, run_dir, tracker)
@@ -138,8 +159,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> floa
             log.error("could not close the tracked run: %s", err)
     log.info("final post-adaptation return (mean of the last 20 iterations): %.3f", objective)
     print(f"checkpoint: {run_dir / 'checkpoint.pt'}")
-    if tracker.run_id:
-        print(f"tracked run {tracker.run_id}: {tracker.where()}")
+    say_where(tracker)
     return objective
 
 
@@ -154,7 +174,7 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
         candidates = load_candidates(cfg, tracking_uri(cfg, launch_dir))
         tracker = start_tracker(cfg, out_dir, launch_dir, name=f"evaluate-{cfg.env.name}")
     except (EvaluationError, TrackingUnavailable) as err:
-        fail(f"cannot evaluate: {err}")
+        abandon(out_dir, f"cannot evaluate: {err}")
     status = "FAILED"
     try:
         groups: dict[str, list] = {}
@@ -175,8 +195,7 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
     finally:
         tracker.finish(status)
     log.info("evaluation written to %s", out_dir)
-    if tracker.run_id:
-        print(f"tracked run {tracker.run_id}: {tracker.where()}")
+    say_where(tracker)
     return results
 
 

@@ -117,16 +117,15 @@ class MetaLearner:
     estimator: str = "lvc"
 
     def __post_init__(self):
-        lrs = list(self.lr) if isinstance(self.lr, Sequence) else [self.lr]
+        self.lrs = [float(a) for a in self.lr] if isinstance(self.lr, Sequence) else [float(self.lr)]
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}")
-        if self.num_steps < 0 or not lrs or min(lrs) <= 0:
+        if self.num_steps < 0 or not self.lrs or min(self.lrs) <= 0:
             raise ValueError(f"need num_steps >= 0 and step sizes > 0, got {self.num_steps} and {self.lr}")
 
     def step_size(self, k: int) -> float:
         """α_k, the step size of inner step k (0-based)."""
-        lrs = list(self.lr) if isinstance(self.lr, Sequence) else [self.lr]
-        return float(lrs[min(k, len(lrs) - 1)])
+        return self.lrs[min(k, len(self.lrs) - 1)]
 
     def start(self, theta: Params, num_tasks: int) -> Adaptation:
         """θ_0: θ expanded to one copy per task."""
