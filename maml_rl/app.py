@@ -167,7 +167,7 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
     """Evaluate checkpoints into ``out_dir`` and a tracked evaluation run; returns ``results.json``'s content."""
     from .run.build import start_tracker
     from .run.evaluation import EvaluationError, evaluate, load_candidates
-    from .run.report import format_table
+    from .run.report import format_table, step_sizes
     from .tracking.mlflow import TrackingUnavailable
 
     try:
@@ -185,6 +185,8 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
                              for label, group in groups.items()}})
         results = evaluate(cfg, candidates, out_dir)
         print(format_table(results, cfg.eval.num_steps))
+        tracker.set_tags({f"step_sizes.{metric_name(label)}": step_sizes(rows)
+                          for label, rows in results.items() if step_sizes(rows)})
         for label, rows in results.items():
             for k, r in rows.items():
                 tracker.log_metrics({f"eval/return_{metric_name(label)}": r["mean"],

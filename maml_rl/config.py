@@ -67,17 +67,30 @@ class BaselineConfig:
 
 @dataclass
 class EvalConfig:
-    """``mode=evaluate``: adaptation curves on fresh tasks (Finn et al., 2017, Section 5.3)."""
+    """``mode=evaluate``: adaptation curves on fresh tasks (Finn et al., 2017, Section 5.3).
+
+    Every method adapts with the step sizes ``lr`` (the env's protocol), or, with ``lr_grid``, with
+    its own: for k = 1..num_steps in turn, the step size of step k is the grid value that gives the
+    highest return after k steps on ``num_val_tasks`` validation tasks, the earlier steps fixed.
+    """
 
     checkpoints: list[str] = field(default_factory=list)  # checkpoint paths, run dirs or MLflow run ids
     sweep_dir: str | None = None  # or: evaluate every <sweep_dir>/*/checkpoint.pt
     include_random: bool = True  # add the seeded random initialisation when no random checkpoint is given
-    num_tasks: int = 40  # fresh evaluation tasks
+    num_tasks: int = 40  # fresh evaluation (test) tasks
     num_steps: int = 3  # gradient steps: returns at k = 0..num_steps
+    lr: list[float] = II("env.eval_lr")  # noqa: RUF009 (a string) — step size of each gradient step; the last one repeats
+    episodes_per_task: int = II("env.eval_episodes_per_task")  # episodes per task before each step and after the last
+    lr_grid: list[float] = field(default_factory=list)  # if given: each method's step sizes, chosen per step from it
+    num_val_tasks: int = 40  # validation tasks (another stream than the test tasks) that choose from lr_grid
     seed: int = 0  # evaluation seed (its task stream is disjoint from every training seed)
     rules: ClassVar[dict] = {
         "num_tasks": (lambda v: v >= 2, ">= 2 (a confidence interval needs two tasks)"),
         "num_steps": (lambda v: v >= 0, ">= 0"),
+        "lr": (lambda v: len(v) > 0 and min(v) > 0, "a non-empty list of step sizes > 0"),
+        "episodes_per_task": (lambda v: v >= 1, ">= 1"),
+        "lr_grid": (lambda v: len(v) == 0 or min(v) > 0, "a list of step sizes > 0 (empty: use eval.lr)"),
+        "num_val_tasks": (lambda v: v >= 1, ">= 1"),
         "seed": (lambda v: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})"),
     }
 

@@ -1,5 +1,6 @@
 """Baselines (pretrained, oracle, random) and mode=evaluate: protocol, outputs, bad input."""
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -10,7 +11,14 @@ import torch
 
 from maml_rl.core.checkpoint import load_checkpoint, save_checkpoint
 from maml_rl.envs.navigation import Navigation2DEnv
-from maml_rl.run.evaluation import adaptation_curve, evaluation_generator, load_candidate, random_candidate
+from maml_rl.run.evaluation import (
+    adaptation_curve,
+    evaluate,
+    evaluation_generator,
+    load_candidate,
+    random_candidate,
+    validation_generator,
+)
 from maml_rl.run.report import curves_figure
 from maml_rl.run.trainer import Trainer
 
@@ -54,10 +62,10 @@ def test_a_checkpoint_is_evaluated_in_the_action_space_it_was_trained_in(tmp_pat
     candidate = load_candidate(str(tmp_path), cfg, "")
     assert not candidate.normalize_actions
     tasks = Navigation2DEnv.sample_tasks(3, evaluation_generator(0))
-    curve = adaptation_curve(candidate, cfg, tasks, 1, evaluation_generator(1))[0]
-    assert torch.equal(curve, adaptation_curve(candidate, raw, tasks, 1, evaluation_generator(1))[0])
+    curve = adaptation_curve(candidate, cfg, tasks, [0.1], evaluation_generator(1))[0]
+    assert torch.equal(curve, adaptation_curve(candidate, raw, tasks, [0.1], evaluation_generator(1))[0])
     normalised = dataclasses.replace(candidate, normalize_actions=True)
-    assert not torch.equal(curve, adaptation_curve(normalised, cfg, tasks, 1, evaluation_generator(1))[0])
+    assert not torch.equal(curve, adaptation_curve(normalised, cfg, tasks, [0.1], evaluation_generator(1))[0])
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     del state["config"]["env"]["normalize_actions"]  # as written before these keys existed
     del state["config"]["inner"]["estimator"]
@@ -67,10 +75,29 @@ def test_a_checkpoint_is_evaluated_in_the_action_space_it_was_trained_in(tmp_pat
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
-def test_evaluation_tasks_never_coincide_with_training_tasks(seed):
+def test_evaluation_tasks_never_coincide_with_training_or_validation_tasks(seed):
     training = Navigation2DEnv.sample_tasks(10000, torch.Generator().manual_seed(seed))
     evaluation = Navigation2DEnv.sample_tasks(40, evaluation_generator(seed))
-    assert torch.cdist(evaluation, training).min() > 0
+    validation = Navigation2DEnv.sample_tasks(40, validation_generator(seed))
+    assert torch.cdist(evaluation, training).min() > 0 and torch.cdist(evaluation, validation).min() > 0
+
+
+def test_each_method_adapts_with_the_step_sizes_its_validation_tasks_choose(tmp_path):
+    """A step size of 10 sends the policy off at full speed (about -500 per episode): offered with
+    0.1, the selection must reject it at every step, and the test tasks then see exactly the
+    fixed-step-size evaluation; offered alone, it is taken and the curve collapses."""
+    base = [*TINY, "env.horizon=100", "eval.num_tasks=4", "eval.num_val_tasks=4", "eval.num_steps=2",
+            "eval.episodes_per_task=4"]
+    candidate = random_candidate(composed(*base))
+    fixed = evaluate(composed(*base, "eval.lr=[0.1]"), [candidate], tmp_path / "fixed")["random"]
+    assert fixed[1]["lr"] == fixed[2]["lr"] == [0.1] and "lr" not in fixed[0]
+    chosen = evaluate(composed(*base, "eval.lr_grid=[10.0,0.1]"), [candidate], tmp_path / "chosen")["random"]
+    assert chosen[1]["lr"] == chosen[2]["lr"] == [0.1]
+    assert [chosen[k]["mean"] for k in range(3)] == [fixed[k]["mean"] for k in range(3)]
+    forced = evaluate(composed(*base, "eval.lr_grid=[10.0]"), [candidate], tmp_path / "forced")["random"]
+    assert forced[2]["lr"] == [10.0] and forced[2]["mean"] < fixed[2]["mean"] - 100
+    with open(tmp_path / "chosen" / "results.csv") as f:
+        assert [row["lr"] for row in csv.DictReader(f)] == ["", "0.1", "0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +118,8 @@ def test_fig4_preset_trains_three_baselines_and_evaluates_four(fig4_sweep):
     assert list(results) == ["maml", "pretrained", "random", "oracle"]
     for method, rows in results.items():
         assert list(rows) == (["0"] if method == "oracle" else ["0", "1", "2", "3"])
-        for row in rows.values():
-            assert set(row) == {"mean", "ci95", "n_tasks", "n_seeds"} and (row["n_tasks"], row["n_seeds"]) == (5, 1)
+        for k, row in rows.items():
+            assert set(row) == {"mean", "ci95", "n_tasks", "n_seeds"} | ({"lr"} if k != "0" else set()) and (row["n_tasks"], row["n_seeds"]) == (5, 1)
             assert -10 <= row["mean"] <= 0 and row["ci95"] >= 0
     for name in ("results.csv", "adaptation_curve.png", "trajectories.png"):
         assert (sweep / "evaluation" / name).stat().st_size > 0

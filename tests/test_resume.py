@@ -15,9 +15,12 @@ from .conftest import TINY, composed
 from .test_cli import run_cli, runs_in
 
 
-@pytest.mark.parametrize("overrides", [[], ["algorithm=ppo", "env=halfcheetah_vel"]], ids=["trpo-navigation", "ppo-cheetah"])
+@pytest.mark.parametrize("overrides", [[], ["algorithm=ppo", "env=halfcheetah_vel"],
+                                       ["algorithm=promp", "algorithm.adaptive_kl=true", "algorithm.target_kl=1e-6"]],
+                         ids=["trpo-navigation", "ppo-cheetah", "promp-navigation"])
 def test_load_state_continues_bit_identically(tmp_path, overrides):
-    # PPO on MuJoCo: Adam's moments, the observation statistics and the reset noise must carry over too
+    # PPO on MuJoCo: Adam's moments, the observation statistics and the reset noise must carry over too;
+    # ProMP with a target its KL always exceeds: η doubles every iteration, so it must carry over as well
     cfg = composed(*TINY, "num_iterations=4", *overrides)
     uninterrupted = Trainer(cfg, tmp_path / "a")
     uninterrupted.meta_train()

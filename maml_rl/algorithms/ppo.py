@@ -49,8 +49,9 @@ class PPO:
         self._optimizer: torch.optim.Adam | None = None
         self._pending_state: dict | None = None
 
-    def loss(self, objective: MetaObjective, adapted: Params) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, objective: MetaObjective, adaptation: Adaptation) -> tuple[torch.Tensor, torch.Tensor]:
         """(−clipped surrogate − entropy bonus, clipped surrogate), scalars differentiable w.r.t. θ."""
+        adapted = adaptation.adapted
         surrogate, _ = objective.surrogate_and_kl(adapted, clip_eps=self.config.clip_eps)
         bonus = self.config.entropy_coef * objective.entropy(adapted) if self.config.entropy_coef else 0.0
         return -(surrogate + bonus), surrogate
@@ -63,7 +64,7 @@ class PPO:
             with torch.enable_grad():
                 if epoch:
                     adaptation = objective.adapt(params)
-                loss, surrogate = self.loss(objective, adaptation.adapted)
+                loss, surrogate = self.loss(objective, adaptation)
                 optimizer.zero_grad()
                 loss.backward()
             if epoch == 0:

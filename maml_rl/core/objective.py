@@ -54,6 +54,19 @@ class MetaObjective:
         kl = self.policy.kl(dict(q["dist"].items()), dist)
         return surrogate, masked_task_mean(kl, q["mask"]).mean()
 
+    def inner_kl(self, adaptation: Adaptation) -> torch.Tensor:
+        """Mean over inner steps k of mean_i mean_t KL(π_old,k ‖ π_θk,i) on the support states of step k.
+
+        π_old,k is the policy that sampled support k (its stored ``dist``), θ_k the adaptation's
+        parameters before step k (θ_0 = θ): the KL between the pre-update policies of ProMP's
+        penalty (Rothfuss et al., 2019, Eq. 13). A scalar, 0 without support episodes.
+        """
+        kls = []
+        for params, support in zip(adaptation.params, self.supports):
+            kl = self.policy.kl(dict(support["dist"].items()), self.policy.distribution(params, support["observation"]))
+            kls.append(masked_task_mean(kl, support["mask"]).mean())
+        return torch.stack(kls).mean() if kls else torch.zeros(())
+
     def entropy(self, adapted: Params) -> torch.Tensor:
         """Mean entropy of the adapted policies over the valid query steps (a scalar)."""
         q = self.query

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -17,13 +17,18 @@ class EnvConfig(Settings):
     """A task family and the paper's settings for it; the top-level ``meta_batch_size``,
     ``episodes_per_task`` and ``inner.lr`` default to its values. Each family subclasses it
     with its name and the settings that differ (defaults: 2D navigation, Finn et al., 2017,
-    Section 5.3 and App. A.2: horizon 100, 20 tasks × 20 episodes, α = 0.1)."""
+    Section 5.3 and App. A.2: horizon 100, 20 tasks × 20 episodes, α = 0.1). ``eval_lr`` and
+    ``eval_episodes_per_task`` are the paper's evaluation protocol for the family, the defaults of
+    ``eval.lr`` / ``eval.episodes_per_task`` (navigation: step size 0.1 for the first step and 0.05
+    after it, 40 episodes per update; Section 5.3)."""
 
     name: str = "navigation"
     horizon: int = 100
     meta_batch_size: int = 20
     episodes_per_task: int = 20
     inner_lr: float = 0.1
+    eval_lr: list[float] = field(default_factory=lambda: [0.1, 0.05])
+    eval_episodes_per_task: int = 40
     normalize_observations: bool = False  # running mean/std of observations in the policy
     normalize_actions: bool = True  # the policy acts in [-1, 1], rescaled to the env's bounds (rllab's normalize)
     rules: ClassVar[dict] = {
@@ -31,6 +36,8 @@ class EnvConfig(Settings):
         "meta_batch_size": (lambda v: v >= 1, ">= 1"),
         "episodes_per_task": (lambda v: v >= 1, ">= 1"),
         "inner_lr": (lambda v: v > 0, "> 0"),
+        "eval_lr": (lambda v: len(v) > 0 and min(v) > 0, "a non-empty list of step sizes > 0"),
+        "eval_episodes_per_task": (lambda v: v >= 1, ">= 1"),
     }
 
 

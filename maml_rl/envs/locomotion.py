@@ -65,10 +65,13 @@ def available_threads() -> int:
 @dataclass
 class LocomotionConfig(EnvConfig):
     """The MuJoCo families (Finn et al., 2017, Section 5.3, App. A.2): horizon 200, 40 tasks ×
-    20 episodes, α = 0.1, running observation normalisation."""
+    20 episodes, α = 0.1, running observation normalisation; evaluated with the training step size
+    and episodes per update."""
 
     horizon: int = 200
     meta_batch_size: int = 40
+    eval_lr: list[float] = field(default_factory=lambda: [0.1])
+    eval_episodes_per_task: int = 20
     normalize_observations: bool = True
 
 
@@ -291,7 +294,7 @@ class AntVelEnv(VelocityTasks, AntEnv):
     velocity_bonus = 1.0
 
 
-@ENVS.register("ant_dir", family_config("ant_dir", episodes_per_task=40))
+@ENVS.register("ant_dir", family_config("ant_dir", episodes_per_task=40, eval_episodes_per_task=40))
 class AntDirEnv(DirectionTasks, AntEnv):
     """``ant_dir``: run forward (+1) or backward (−1) (Finn et al., 2017, Section 5.3)."""
 

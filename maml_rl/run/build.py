@@ -35,11 +35,12 @@ def initial_policy(cfg: DictConfig, env) -> Policy:
                         act_dim=env.action_spec.shape[-1], normalize_observations=cfg.env.normalize_observations)
 
 
-def build_learner(cfg: DictConfig, policy: Policy, num_steps: int | None = None) -> MetaLearner:
-    """The adaptation of ``cfg.inner`` (``num_steps`` overrides ``inner.num_steps``)."""
+def build_learner(cfg: DictConfig, policy: Policy, num_steps: int | None = None,
+                  lr: float | list[float] | None = None) -> MetaLearner:
+    """The adaptation of ``cfg.inner``; ``num_steps`` and ``lr`` (one per step) override its own."""
     inner = cfg.inner
-    return MetaLearner(policy, inner.lr, inner.num_steps if num_steps is None else num_steps, inner.first_order,
-                       inner.estimator)
+    return MetaLearner(policy, inner.lr if lr is None else lr, inner.num_steps if num_steps is None else num_steps,
+                       inner.first_order, inner.estimator)
 
 
 def build_sampler(cfg: DictConfig, env, policy: Policy, generator: torch.Generator) -> Sampler:

@@ -2,9 +2,11 @@
 
 Protocol of Finn et al. (2017), Section 5.3 and Figure 4: on ``eval.num_tasks`` tasks drawn
 from an evaluation stream disjoint from every training seed, for k = 0..``eval.num_steps``
-collect ``episodes_per_task`` episodes with the current parameters, record each task's mean
-return, then take one step of the inner loop (``inner``: step size, estimator) on those
-episodes, through the same ``MetaLearner`` as training. The oracle is evaluated at k = 0 only.
+collect ``eval.episodes_per_task`` episodes with the current parameters, record each task's mean
+return, then take one step of the inner loop (``inner.estimator``) of size α_k on those episodes,
+through the same ``MetaLearner`` as training. α_k comes from ``eval.lr`` (the paper's 0.1 then
+0.05 on navigation), or, with ``eval.lr_grid``, is chosen per method on validation tasks
+(``select_step_sizes``). The oracle is evaluated at k = 0 only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import SEED_LIMIT
 from ..core.checkpoint import load_checkpoint
+from ..core.maml import Adaptation
+from ..core.sampler import episode_returns
 from ..policies import Policy, policy_from_state
 from .build import build_env, build_learner, build_sampler, initial_policy, resolve_checkpoint
 from .report import plot_curves, plot_trajectories, summarize, write_tables
@@ -87,22 +91,78 @@ def random_candidate(cfg: DictConfig) -> Candidate:
     return Candidate("random", policy, False, cfg.env.normalize_actions, f"random initialisation, seed {cfg.seed}")
 
 
-def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, num_steps: int,
-                     generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Mean return per task after k = 0..num_steps inner steps.
+def validation_generator(seed: int) -> torch.Generator:
+    """The validation stream of evaluation seed ``seed``: torch seed 2**32 + seed, disjoint from the
+    test tasks' stream (``evaluation_generator``) and from every training seed."""
+    return torch.Generator().manual_seed(2 * SEED_LIMIT + seed)
 
-    Returns ``returns`` of shape ``[num_steps + 1, task]`` and, for k = 0 and k = num_steps, the
-    observations of each task's first episode ``[task, time, obs_dim]`` with their masks.
-    """
-    env = build_env(cfg, tasks.shape[0], cfg.episodes_per_task, candidate.oracle, generator,
+
+def _setup(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, generator: torch.Generator):
+    """The sampler of ``candidate`` on ``tasks`` (``eval.episodes_per_task`` each) and its detached θ."""
+    env = build_env(cfg, tasks.shape[0], cfg.eval.episodes_per_task, candidate.oracle, generator,
                     candidate.normalize_actions)
-    learner = build_learner(cfg, candidate.policy, num_steps)
     sampler = build_sampler(cfg, env, candidate.policy, generator)
-    theta = {n: v.detach() for n, v in candidate.policy.params().items()}
+    sampler.set_tasks(tasks)
+    return sampler, {n: v.detach() for n, v in candidate.policy.params().items()}
+
+
+def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, step_sizes: list[float],
+                     generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Mean return per task after k = 0..K inner steps of sizes ``step_sizes`` (α_1..α_K).
+
+    Returns ``returns`` of shape ``[K + 1, task]`` and, for k = 0 and k = K, the observations of
+    each task's first episode ``[task, time, obs_dim]`` with their masks.
+    """
+    sampler, theta = _setup(candidate, cfg, tasks, generator)
+    learner = build_learner(cfg, candidate.policy, len(step_sizes), step_sizes or list(cfg.eval.lr))
     batch = learner.meta_batch(sampler, theta, tasks, differentiable=False)
     first, last = batch.supports[0] if batch.supports else batch.query, batch.query
     paths = [(b["observation"][:, 0], b["mask"][:, 0]) for b in (first, last)]
     return batch.returns(), paths
+
+
+def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int) -> list[float]:
+    """Each step's size for ``candidate``, chosen greedily from ``eval.lr_grid`` on validation tasks.
+
+    On ``eval.num_val_tasks`` tasks of the validation stream (never the test tasks), from θ and
+    its support episodes: every grid value α takes step k from the chosen θ_{k-1}, the episodes of
+    the result are sampled with the same random numbers for every α, and the α with the highest
+    mean return becomes α_k (its episodes the next step's support). The protocol's per-method
+    tuning of the step size (Finn et al., 2017, Section 5.3 tunes it for MAML and the pretrained
+    baseline) without looking at the test tasks. Costs 1 + ``num_steps`` × |grid| batches.
+    """
+    generator = validation_generator(cfg.eval.seed)
+    tasks = build_env(cfg, 1, 1, False).sample_tasks(cfg.eval.num_val_tasks, generator)
+    sampler, theta = _setup(candidate, cfg, tasks, generator)
+    adaptation = build_learner(cfg, candidate.policy, 0).start(theta, tasks.shape[0])
+    support, chosen = sampler(adaptation.adapted), []
+    scores = [episode_returns(support).mean().item()]
+    for k in range(num_steps):
+        state, best = generator.get_state(), None
+        for alpha in cfg.eval.lr_grid:
+            generator.set_state(state)  # common random numbers: every α sees the same noise
+            learner = build_learner(cfg, candidate.policy, k + 1, [*chosen, alpha])
+            trial = learner.step(Adaptation(list(adaptation.params)), support, differentiable=False)
+            episodes = sampler(trial.adapted)
+            score = episode_returns(episodes).mean().item()
+            if best is None or score > best[0]:
+                best = (score, alpha, trial, episodes)
+        scores.append(best[0])
+        chosen.append(best[1])
+        adaptation, support = best[2], best[3]
+    log.info("%s: step sizes %s chosen on %d validation tasks (returns %s)", candidate.label, chosen,
+             tasks.shape[0], " ".join(f"{r:.2f}" for r in scores))
+    return chosen
+
+
+def step_sizes_of(candidate: Candidate, cfg: DictConfig) -> list[float]:
+    """α_1..α_K of ``candidate``: none for the oracle, chosen from ``eval.lr_grid`` if given, else ``eval.lr``."""
+    if candidate.oracle:
+        return []
+    if cfg.eval.lr_grid:
+        return select_step_sizes(candidate, cfg, cfg.eval.num_steps)
+    learner = build_learner(cfg, candidate.policy, cfg.eval.num_steps, list(cfg.eval.lr))
+    return [learner.step_size(k) for k in range(cfg.eval.num_steps)]
 
 
 def sweep_references(sweep_dir: Path) -> list[tuple[str, str]]:
@@ -153,19 +213,25 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dic
     """Adaptation curves of ``candidates`` on the same fresh tasks, one row per label.
 
     Candidates that share a label (the seeds of one setting) are pooled: the mean and the 95%
-    interval are over seeds × tasks (``n_seeds``, ``n_tasks`` per seed). Writes ``results.json``
-    (``{label: {k: {"mean", "ci95", "n_tasks", "n_seeds"}}}``), ``results.csv``,
+    interval are over seeds × tasks (``n_seeds``, ``n_tasks`` per seed). Row k ≥ 1 also names the
+    step size α_k that led to it (``lr``: one per seed). Writes ``results.json``
+    (``{label: {k: {"mean", "ci95", "n_tasks", "n_seeds", "lr"}}}``), ``results.csv``,
     ``adaptation_curve.png`` and, for navigation, ``trajectories.png`` to ``out_dir``.
     """
     tasks = build_env(cfg, 1, 1, False).sample_tasks(cfg.eval.num_tasks, evaluation_generator(cfg.eval.seed))
-    curves, paths = {}, {}
+    curves, paths, lrs = {}, {}, {}
     for c in candidates:
-        steps = 0 if c.oracle else cfg.eval.num_steps
-        returns, path = adaptation_curve(c, cfg, tasks, steps, evaluation_generator(cfg.eval.seed + 1))
+        step_sizes = step_sizes_of(c, cfg)
+        returns, path = adaptation_curve(c, cfg, tasks, step_sizes, evaluation_generator(cfg.eval.seed + 1))
         curves.setdefault(c.label, []).append(returns)
-        if steps:  # the trajectories before and after adaptation
+        lrs.setdefault(c.label, []).append(step_sizes)
+        if step_sizes:  # the trajectories before and after adaptation
             paths.setdefault(c.label, path)
-    results = {label: summarize(torch.cat(rows, dim=1), len(rows)) for label, rows in curves.items()}
+    results = {}
+    for label, rows in curves.items():
+        results[label] = summarize(torch.cat(rows, dim=1), len(rows))
+        for k in range(1, len(results[label])):
+            results[label][k]["lr"] = [seed_lrs[k - 1] for seed_lrs in lrs[label]]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(results, out_dir)
     title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"

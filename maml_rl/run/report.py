@@ -29,20 +29,31 @@ def write_tables(results: dict, out_dir: Path) -> None:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "k", "mean", "ci95", "n_tasks", "n_seeds"])
+        writer.writerow(["method", "k", "mean", "ci95", "n_tasks", "n_seeds", "lr"])
         for method, rows in results.items():
             for k, r in rows.items():
-                writer.writerow([method, k, f"{r['mean']:.4f}", f"{r['ci95']:.4f}", r["n_tasks"], r["n_seeds"]])
+                writer.writerow([method, k, f"{r['mean']:.4f}", f"{r['ci95']:.4f}", r["n_tasks"], r["n_seeds"],
+                                 step_size_text(r)])
+
+
+def step_sizes(rows: dict) -> str:
+    """α_1, α_2, … of one method's rows (``"0.1, 0.05, 0.05"``; empty without adaptation)."""
+    return ", ".join(step_size_text(rows[k]) for k in sorted(rows) if k > 0)
+
+
+def step_size_text(row: dict) -> str:
+    """The step size that led to a row: ``0.1``, or the seeds' values joined by ``|`` where they differ."""
+    return "|".join(f"{a:g}" for a in dict.fromkeys(row.get("lr", [])))
 
 
 def format_table(results: dict, num_steps: int) -> str:
-    """The method × k table as text: ``mean ± ci95`` per cell."""
+    """The method × k table as text: ``mean ± ci95`` per cell, then the step sizes α_1, α_2, …"""
     width = max([12, *(len(m) + 2 for m in results)])
-    header = f"{'method':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1))
+    header = f"{'method':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1)) + "   step sizes"
     lines = [header]
     for method, rows in results.items():
         cells = [f"{rows[k]['mean']:8.2f} ± {rows[k]['ci95']:5.2f}" if k in rows else "-" for k in range(num_steps + 1)]
-        lines.append(f"{method:<{width}}" + "".join(f"{c:>18}" for c in cells))
+        lines.append(f"{method:<{width}}" + "".join(f"{c:>18}" for c in cells) + f"   {step_sizes(rows) or '-'}")
     return "\n".join(lines)
 
 
@@ -112,6 +123,7 @@ def plot_trajectories(paths: dict, tasks: torch.Tensor, steps: int, path: Path, 
         curves = [((pre, pre_mask), "--", "before adaptation"), ((post, post_mask), "-", f"after {steps} steps")]
         for (obs, mask), style, label in curves:
             xy = obs[task][mask[task].bool()][:, :2].double()  # positions before each step, from the origin
+            xy = xy[xy.isfinite().all(-1)]  # a diverged step size leaves no position to draw
             points.append(xy)
             ax.plot(xy[:, 0], xy[:, 1], style, label=label)
         ax.plot(*goal, "r*", markersize=14, label="goal")
