@@ -189,11 +189,14 @@ def test_bad_checkpoint_fails_naming_file_and_mismatch(fig4_sweep, tmp_path, cas
 def test_the_adaptation_curve_reads_like_a_paper_figure():
     rows = lambda base, ks: {k: {"mean": base + k, "ci95": 1.0, "n_tasks": 40, "n_seeds": 2} for k in ks}
     results = {"maml": rows(-40, range(4)), "pretrained": rows(-41, range(4)), "oracle": rows(-3, [0])}
+    for k, alpha in ((1, [0.1]), (2, [0.05]), (3, [0.02, 0.05])):  # two seeds chose differently at k = 3
+        results["maml"][k]["lr"] = alpha
     fig = curves_figure(results, 3, "navigation: return after k inner steps")
     (ax,) = fig.axes
     assert ax.get_title() and "k" in ax.get_xlabel() and "return" in ax.get_ylabel()
     lines = {line.get_label(): line for line in ax.get_lines()}
-    maml, pretrained = lines["maml (n=80)"], lines["pretrained (n=80)"]  # n = seeds × tasks
+    maml = lines["maml (n=80, α 0.1, 0.05, 0.02|0.05)"]  # n = seeds × tasks, then the step sizes
+    pretrained = lines["pretrained (n=80)"]
     assert not (maml.get_xdata() == pretrained.get_xdata()).any()  # markers offset, bars never overlap
     assert len(ax.collections) == 2  # a shaded 95% band per adapted method
     oracle = lines["oracle (no adaptation, n=80)"]

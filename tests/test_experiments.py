@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import TINY
+from .conftest import TINY, composed
 from .test_cli import run_cli
 
 REACH_SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "navigation_reach.py"
@@ -54,3 +54,15 @@ def test_reach_script_on_a_trained_checkpoint(tmp_path):
 def test_reach_script_rejects_bad_input(args, message):
     proc = reach_cli(*args)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("family", ["halfcheetah_dir", "halfcheetah_vel", "ant", "ant_dir"])
+def test_figure5_presets_train_three_methods_at_the_laptop_budget(family):
+    cfg = composed(f"experiment={family}_fig5", hydra=True)
+    assert cfg.env.name == family and cfg.env.horizon == 100
+    assert (cfg.meta_batch_size, cfg.episodes_per_task) == (20, 10)  # half the paper's 40 × 20
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params.baseline == "maml,pretrained,oracle"
+    assert cfg.hydra.callbacks.evaluate_sweep._target_.endswith("EvaluateSweep")
+    assert cfg.eval.num_steps == 3 and 0.1 in cfg.eval.lr_grid and cfg.eval.episodes_per_task >= 20
+    paper = composed(f"experiment={family}_fig5", "env.horizon=200", "meta_batch_size=40")
+    assert (paper.env.horizon, paper.meta_batch_size) == (200, 40)  # the paper's budget: command-line values win

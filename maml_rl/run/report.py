@@ -38,7 +38,7 @@ def write_tables(results: dict, out_dir: Path) -> None:
 
 def step_sizes(rows: dict) -> str:
     """α_1, α_2, … of one method's rows (``"0.1, 0.05, 0.05"``; empty without adaptation)."""
-    return ", ".join(step_size_text(rows[k]) for k in sorted(rows) if k > 0)
+    return ", ".join(step_size_text(rows[k]) for k in sorted(rows) if k > 0 and rows[k].get("lr"))
 
 
 def step_size_text(row: dict) -> str:
@@ -66,7 +66,7 @@ def plot_curves(results: dict, num_steps: int, path: Path, title: str) -> None:
 
 def curves_figure(results: dict, num_steps: int, title: str) -> plt.Figure:
     """Average return vs. number of gradient steps (Finn et al., 2017, Figure 4): one line per method
-    with its shaded 95% confidence band, markers offset so the bands do not hide each other; a
+    (its step sizes in the legend) with its shaded 95% confidence band, markers offset so the bands do not hide each other; a
     method evaluated without adaptation (the oracle) as a horizontal band."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ks = torch.arange(num_steps + 1, dtype=torch.float64)
@@ -81,7 +81,8 @@ def curves_figure(results: dict, num_steps: int, title: str) -> plt.Figure:
         x = ks + 0.06 * (adapted.index(method) - (len(adapted) - 1) / 2)
         means = torch.tensor([rows[k]["mean"] for k in range(num_steps + 1)])
         ci = torch.tensor([rows[k]["ci95"] for k in range(num_steps + 1)])
-        line, = ax.plot(x, means, marker="o", label=f"{method} (n={n})")
+        alphas = f", α {step_sizes(rows)}" if step_sizes(rows) else ""
+        line, = ax.plot(x, means, marker="o", label=f"{method} (n={n}{alphas})")
         ax.fill_between(x, means - ci, means + ci, color=line.get_color(), alpha=0.2)
     ax.set_title(title)
     ax.set_xlabel("number of gradient steps k")
