@@ -16,6 +16,7 @@ from maml_rl.run.evaluation import (
     evaluate,
     evaluation_generator,
     load_candidate,
+    load_candidates,
     random_candidate,
     validation_generator,
 )
@@ -202,3 +203,14 @@ def test_the_adaptation_curve_reads_like_a_paper_figure():
     oracle = lines["oracle (no adaptation, n=80)"]
     assert list(oracle.get_ydata()) == [-3, -3] and len(ax.patches) == 1  # the oracle's line and its band
     assert ax.get_legend().get_title().get_text() == "mean ± 95% CI"
+
+
+def test_checkpoints_of_different_settings_are_never_pooled_as_seeds(tmp_path):
+    """maml checkpoints of TRPO (seeds 0, 1) and ProMP given together: the two TRPO seeds pool,
+    ProMP gets a row of its own, labelled by what sets it apart (not by its seed or threads)."""
+    runs = {"trpo0": ["seed=0"], "trpo1": ["seed=1", "threads=2"], "promp": ["algorithm=promp"]}
+    for name, overrides in runs.items():
+        Trainer(composed(*TINY, "num_iterations=1", *overrides), tmp_path / name).meta_train()
+    cfg = composed(*TINY, "mode=evaluate", f"eval.checkpoints=[{','.join(str(tmp_path / n) for n in runs)}]")
+    labels = [c.label for c in load_candidates(cfg, "")]
+    assert labels == ["maml algorithm=promp", "maml algorithm=trpo", "maml algorithm=trpo", "random"]

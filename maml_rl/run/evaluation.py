@@ -12,7 +12,7 @@ through the same ``MetaLearner`` as training. α_k comes from ``eval.lr`` (the p
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from ..core.checkpoint import load_checkpoint
 from ..core.maml import Adaptation
 from ..core.sampler import episode_returns
 from ..policies import Policy, policy_from_state
-from .build import build_env, build_learner, build_sampler, initial_policy, resolve_checkpoint
+from .build import build_env, build_learner, build_sampler, flatten, initial_policy, resolve_checkpoint
 from .report import plot_curves, plot_trajectories, summarize, write_tables
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Candidate:
     run_id: str | None = None
     seed: int = 0
     label: str = ""
+    config: dict = field(default_factory=dict)  # the training config (empty for the random initialisation)
 
     def __post_init__(self):
         self.label = self.label or self.method
@@ -82,7 +83,7 @@ def load_candidate(reference: str, cfg: DictConfig, tracking_uri: str) -> Candid
         raise EvaluationError(f"checkpoint {path} expects observations of size {policy.obs_dim}, "
                               f"env {cfg.env.name!r} (oracle={oracle}) gives {obs_dim}")
     return Candidate(state["baseline"], policy, oracle, state["config"]["env"]["normalize_actions"], str(path),
-                     state.get("mlflow_run_id"), state["config"].get("seed", 0))
+                     state.get("mlflow_run_id"), state["config"].get("seed", 0), config=state["config"])
 
 
 def random_candidate(cfg: DictConfig) -> Candidate:
@@ -182,6 +183,31 @@ def sweep_references(sweep_dir: Path) -> list[tuple[str, str]]:
     return [(str(p), " ".join(f"{k}={o[k]}" for k in varying if k in o)) for p, o in zip(jobs, overrides)]
 
 
+NOT_A_SETTING = ("seed", "mode", "resume", "threads", "checkpoint_every", "eval.", "tracking.", "baseline.")
+
+
+def set_apart(candidates: list[Candidate]) -> None:
+    """Add to the label of candidates that share one the training settings in which they differ.
+
+    Candidates with one label are pooled as seeds of one setting, so checkpoints of, say,
+    ``algorithm=trpo`` and ``algorithm=promp`` given together in ``eval.checkpoints`` must not
+    share one. Keys that do not make a setting (seed, threads, tracking, ...) are ignored; where a
+    plug-in's ``name`` differs, the label shows ``<group>=<name>`` and not its other keys.
+    """
+    groups: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        groups.setdefault(c.label, []).append(c)
+    for group in groups.values():
+        flats = [flatten(c.config) for c in group]
+        keys = sorted({k for f in flats for k in f if not k.startswith(NOT_A_SETTING)})
+        differing = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+        renamed = {k.rsplit(".", 1)[0] for k in differing if k.endswith(".name")}
+        shown = [k for k in differing if k.rsplit(".", 1)[0] not in renamed or k.endswith(".name")]
+        for c, f in zip(group, flats):
+            parts = [f"{k[:-5]}={f.get(k)}" if k.endswith(".name") else f"{k}={f.get(k)}" for k in shown]
+            c.label = " ".join([c.label, *parts])
+
+
 def load_candidates(cfg: DictConfig, tracking_uri: str) -> list[Candidate]:
     """Every checkpoint of ``eval.checkpoints`` and ``eval.sweep_dir``, checked, labelled and sorted
     (maml, pretrained, random, oracle), plus the random initialisation unless one is given or
@@ -200,6 +226,7 @@ def load_candidates(cfg: DictConfig, tracking_uri: str) -> list[Candidate]:
         candidate = load_candidate(reference, cfg, tracking_uri)
         candidate.label = f"{candidate.method} {overrides}".strip()
         candidates.append(candidate)
+    set_apart(candidates)
     if not candidates:
         raise EvaluationError(f"no checkpoint to evaluate in eval.checkpoints={list(cfg.eval.checkpoints)} "
                               f"eval.sweep_dir={cfg.eval.sweep_dir}")
