@@ -13,6 +13,7 @@ from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = ["num_iterations=2", "meta_batch_size=2", "episodes_per_task=2", "env.horizon=10", "checkpoint_every=1",
         "policy.hidden_sizes=[8,8]", "threads=1"]
+FIG4_EVAL = ["eval.episodes_per_task=2", "eval.num_val_tasks=2", "eval.lr_grid=[0.05,0.1]"]  # the preset's grid, small
 register()
 
 

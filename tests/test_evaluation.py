@@ -23,7 +23,7 @@ from maml_rl.run.evaluation import (
 from maml_rl.run.report import curves_figure
 from maml_rl.run.trainer import Trainer
 
-from .conftest import TINY, composed
+from .conftest import FIG4_EVAL, TINY, composed
 from .test_cli import run_cli, runs_in
 
 
@@ -105,7 +105,7 @@ def test_each_method_adapts_with_the_step_sizes_its_validation_tasks_choose(tmp_
 def fig4_sweep(tmp_path_factory):
     """The Figure 4 preset as one command, with a tiny budget."""
     cwd = tmp_path_factory.mktemp("fig4")
-    proc = run_cli(cwd, "experiment=navigation_fig4", *TINY, "eval.num_tasks=5")  # a sweep by itself
+    proc = run_cli(cwd, "experiment=navigation_fig4", *TINY, *FIG4_EVAL, "eval.num_tasks=5")  # a sweep by itself
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = cwd.glob("multirun/*/*")
     return cwd, sweep, proc
@@ -131,7 +131,7 @@ def test_fig4_preset_with_the_submitit_launcher(tmp_path):
     """Three jobs start at once on a new SQLite store; the evaluation waits for all of them (the preset's
     earlier spelling, `--multirun +experiment=...`, still works)."""
     proc = run_cli(tmp_path, "--multirun", "+experiment=navigation_fig4", "hydra/launcher=submitit_local", *TINY,
-                   "eval.num_tasks=3", "eval.num_steps=1")
+                   *FIG4_EVAL, "eval.num_tasks=3", "eval.num_steps=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = tmp_path.glob("multirun/*/*")
     results = json.loads((sweep / "evaluation" / "results.json").read_text())

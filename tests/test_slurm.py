@@ -19,7 +19,7 @@ import torch
 
 from maml_rl.core.checkpoint import load_checkpoint
 
-from .conftest import TINY
+from .conftest import FIG4_EVAL, TINY
 from .test_cli import runs_in
 
 SCRIPTS = Path(__file__).parent / "slurm"
@@ -109,7 +109,7 @@ def test_requeued_job_resumes_and_matches_the_uninterrupted_run(slurm_cluster, t
 
 
 def test_fig4_preset_evaluates_after_the_slurm_jobs(slurm_cluster, tmp_path):
-    proc = maml_rl(tmp_path, "+experiment=navigation_fig4", *SLURM, *TINY, "eval.num_tasks=3", "eval.num_steps=1")
+    proc = maml_rl(tmp_path, "+experiment=navigation_fig4", *SLURM, *TINY, *FIG4_EVAL, "eval.num_tasks=3", "eval.num_steps=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = tmp_path.glob("multirun/*/*")
     assert len(list(sweep.glob("*/checkpoint.pt"))) == 3
