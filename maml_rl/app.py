@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -167,7 +166,7 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
     """Evaluate checkpoints into ``out_dir`` and a tracked evaluation run; returns ``results.json``'s content."""
     from .run.build import start_tracker
     from .run.evaluation import EvaluationError, evaluate, load_candidates
-    from .run.report import format_table, step_sizes
+    from .run.report import format_table, metric_name, step_sizes
     from .tracking.mlflow import TrackingUnavailable
 
     try:
@@ -193,17 +192,14 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
                                      f"eval/ci95_{metric_name(label)}": r["ci95"]}, step=k)
         for name in ("results.json", "results.csv", "adaptation_curve.png", "trajectories.png"):
             tracker.log_artifact(out_dir / name)
+        for figure in sorted(out_dir.glob("activation_*.png")):  # a mixture's experts by task condition
+            tracker.log_artifact(figure)
         status = "FINISHED"
     finally:
         tracker.finish(status)
     log.info("evaluation written to %s", out_dir)
     say_where(tracker)
     return results
-
-
-def metric_name(label: str) -> str:
-    """A label (``maml inner.lr=0.05``) as a metric or tag name (``maml_inner.lr_0.05``)."""
-    return re.sub(r"[^\w\-./]", "_", label)
 
 
 def main(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> float | None:

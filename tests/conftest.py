@@ -9,6 +9,7 @@ from maml_rl.config import register
 from maml_rl.core.maml import MetaLearner
 from maml_rl.core.objective import MetaObjective
 from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
+from maml_rl.policies.moe import MixtureOfExpertsPolicy
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 TINY = ["num_iterations=2", "meta_batch_size=2", "episodes_per_task=2", "env.horizon=10", "checkpoint_every=1",
@@ -53,6 +54,29 @@ def make_objective(policy, supports, query, lr=0.5, first_order=False, estimator
 def tiny_policy():
     torch.manual_seed(0)
     return GaussianMLPPolicy(obs_dim=3, act_dim=2, hidden_sizes=(5,), activation="tanh", init_std=0.8).double()
+
+
+def tiny_moe(adapt: str = "all", balance_coef: float = 0.0) -> MixtureOfExpertsPolicy:
+    """A float64 mixture of 2 experts (one 3-unit layer each) with a linear gate."""
+    torch.manual_seed(0)
+    return MixtureOfExpertsPolicy(obs_dim=3, act_dim=2, num_experts=2, hidden_sizes=(3,), gate_hidden_sizes=(),
+                                  activation="tanh", temperature=1.0, init_std=0.8, adapt=adapt,
+                                  balance_coef=balance_coef).double()
+
+
+def make_policy(kind: str):
+    """The tiny MLP (``mlp``) or mixture of experts adapting everything (``moe``), its gate only
+    (``moe-gating``), its experts only (``moe-experts``), or with a load-balancing penalty in the
+    outer objective (``moe-balance``)."""
+    if kind == "mlp":
+        torch.manual_seed(0)
+        return GaussianMLPPolicy(obs_dim=3, act_dim=2, hidden_sizes=(5,), activation="tanh", init_std=0.8).double()
+    kinds = {"moe": {}, "moe-gating": {"adapt": "gating"}, "moe-experts": {"adapt": "experts"},
+             "moe-balance": {"balance_coef": 0.5}}
+    return tiny_moe(**kinds[kind])
+
+
+POLICY_KINDS = ["mlp", "moe", "moe-gating", "moe-experts", "moe-balance"]
 
 
 def on_policy(policy, objective: MetaObjective) -> MetaObjective:

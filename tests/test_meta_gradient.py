@@ -6,7 +6,7 @@ from torch.func import functional_call
 
 from maml_rl.algorithms.trpo import flat, unflat
 
-from .conftest import make_objective, random_episodes
+from .conftest import POLICY_KINDS, make_objective, make_policy, random_episodes
 
 
 def surrogate_of(objective, theta_flat, like):
@@ -24,20 +24,24 @@ def finite_difference(f, x, eps=1e-6):
     return grad
 
 
-@pytest.mark.parametrize("estimator", ["maml", "lvc"])
-@pytest.mark.parametrize("num_steps", [1, 2])
-def test_meta_gradient_matches_finite_differences(tiny_policy, num_steps, estimator):
-    supports = [random_episodes(tiny_policy, seed=s) for s in range(num_steps)]
-    query = random_episodes(tiny_policy, seed=10)
-    objective = make_objective(tiny_policy, supports, query, lr=0.5, first_order=False, estimator=estimator)
-    like = {k: v.detach() for k, v in tiny_policy.params().items()}
+CASES = [(kind, steps, estimator) for kind in ("mlp", "moe") for steps in (1, 2) for estimator in ("maml", "lvc")]
+CASES += [(kind, 2, "lvc") for kind in POLICY_KINDS if kind not in ("mlp", "moe")]
+
+
+@pytest.mark.parametrize("kind,num_steps,estimator", CASES)
+def test_meta_gradient_matches_finite_differences(kind, num_steps, estimator):
+    policy = make_policy(kind)
+    supports = [random_episodes(policy, seed=s) for s in range(num_steps)]
+    query = random_episodes(policy, seed=10)
+    objective = make_objective(policy, supports, query, lr=0.5, first_order=False, estimator=estimator)
+    like = {k: v.detach() for k, v in policy.params().items()}
     theta = flat(like.values()).requires_grad_()
     (grad,) = torch.autograd.grad(surrogate_of(objective, theta, like), theta)
     with torch.no_grad(), torch.enable_grad():
         expected = finite_difference(lambda x: surrogate_of(objective, x, like).detach(), theta.detach())
     torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-8)
     # the second-order terms matter: the first-order gradient differs
-    first_order = make_objective(tiny_policy, supports, query, lr=0.5, first_order=True, estimator=estimator)
+    first_order = make_objective(policy, supports, query, lr=0.5, first_order=True, estimator=estimator)
     (fo_grad,) = torch.autograd.grad(surrogate_of(first_order, theta, like), theta)
     assert (fo_grad - grad).abs().max() > 1e-4
 

@@ -74,7 +74,7 @@ class LinearGaussianPolicy(FunctionalPolicy):
     def entropy(self, dist):
         return self.normal(dist).entropy().sum(-1)
 
-    def diagnostics(self):
+    def diagnostics(self, pre, post):
         return {"linear_std": self.log_std.exp().mean().item()}
 
 

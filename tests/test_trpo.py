@@ -5,7 +5,7 @@ import torch
 
 from maml_rl.algorithms.trpo import TRPO, TRPOConfig, conjugate_gradient, fisher_vector_product, flat, unflat
 
-from .conftest import make_objective, on_policy, random_episodes
+from .conftest import POLICY_KINDS, make_objective, make_policy, on_policy, random_episodes
 
 
 def on_policy_objective(policy, num_steps, first_order=False, lr=0.5):
@@ -15,10 +15,12 @@ def on_policy_objective(policy, num_steps, first_order=False, lr=0.5):
     return on_policy(policy, make_objective(policy, supports, query, lr=lr, first_order=first_order))
 
 
+@pytest.mark.parametrize("kind", POLICY_KINDS)
 @pytest.mark.parametrize("num_steps,first_order", [(1, False), (2, False), (1, True)])
-def test_fisher_vector_product_equals_kl_hessian(tiny_policy, num_steps, first_order):
-    objective = on_policy_objective(tiny_policy, num_steps, first_order)
-    like = {k: v.detach() for k, v in tiny_policy.params().items()}
+def test_fisher_vector_product_equals_kl_hessian(kind, num_steps, first_order):
+    policy = make_policy(kind)
+    objective = on_policy_objective(policy, num_steps, first_order)
+    like = {k: v.detach() for k, v in policy.params().items()}
     theta = flat(like.values())
 
     def kl_of(x):
@@ -26,8 +28,8 @@ def test_fisher_vector_product_equals_kl_hessian(tiny_policy, num_steps, first_o
         return kl
 
     hessian = torch.autograd.functional.hessian(kl_of, theta)
-    adaptation = objective.adapt(tiny_policy.params())
-    fvp = fisher_vector_product(objective, tiny_policy.params(), adaptation, fraction=1.0, damping=0.0,
+    adaptation = objective.adapt(policy.params())
+    fvp = fisher_vector_product(objective, policy.params(), adaptation, fraction=1.0, damping=0.0,
                                 generator=torch.Generator().manual_seed(0))
     v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(1), dtype=theta.dtype)
     torch.testing.assert_close(fvp(v), hessian @ v, rtol=1e-7, atol=1e-10)

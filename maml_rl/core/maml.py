@@ -53,6 +53,7 @@ class Adaptation:
     params: list[Params]
     grads: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
+    fixed: frozenset[str] = frozenset()  # parameters the inner loop leaves at θ (``Policy.adapts``)
 
     @property
     def adapted(self) -> Params:
@@ -60,21 +61,24 @@ class Adaptation:
         return self.params[-1]
 
     def jvp(self, v: Params) -> Params:
-        """J v with J = dθ_K/dθ_0 = Π_k (I − α_k H_k); per-task ``v`` ``[task, ...]``."""
+        """J v with J = dθ_K/dθ_0 = Π_k (I − α_k P H_k); per-task ``v`` ``[task, ...]``. P keeps
+        the adapted parameters' rows (the identity unless some are ``fixed``)."""
         for k in range(len(self.grads)):
-            v = self._step(k, v)
+            hv = self._hvp(k, v)
+            v = {name: x if name in self.fixed else x - self.lrs[k] * h for (name, x), h in zip(v.items(), hv)}
         return v
 
     def vjp(self, v: Params) -> Params:
-        """Jᵀ v; each factor I − α_k H_k is symmetric, so Jᵀ applies them in reverse order."""
+        """Jᵀ v = Π_k (I − α_k H_k Pᵀ) v in reverse order (H_k is symmetric)."""
         for k in reversed(range(len(self.grads))):
-            v = self._step(k, v)
+            adapted = {name: torch.zeros_like(x) if name in self.fixed else x for name, x in v.items()}
+            v = {name: x - self.lrs[k] * h for (name, x), h in zip(v.items(), self._hvp(k, adapted))}
         return v
 
-    def _step(self, k: int, v: Params) -> Params:
+    def _hvp(self, k: int, v: Params) -> tuple[torch.Tensor, ...]:
+        """H_k v, the Hessian of step k's inner loss times ``v``."""
         inputs = list(self.params[k].values())
-        hv = torch.autograd.grad(self.grads[k], inputs, list(v.values()), retain_graph=True)
-        return {name: x - self.lrs[k] * h for (name, x), h in zip(v.items(), hv)}
+        return torch.autograd.grad(self.grads[k], inputs, list(v.values()), retain_graph=True)
 
 
 @dataclass
@@ -128,8 +132,9 @@ class MetaLearner:
         return self.lrs[min(k, len(self.lrs) - 1)]
 
     def start(self, theta: Params, num_tasks: int) -> Adaptation:
-        """θ_0: θ expanded to one copy per task."""
-        return Adaptation([expand_params(theta, num_tasks)])
+        """θ_0: θ expanded to one copy per task; the parameters the policy does not adapt are ``fixed``."""
+        return Adaptation([expand_params(theta, num_tasks)],
+                          fixed=frozenset(n for n in theta if not self.policy.adapts(n)))
 
     def step(self, adaptation: Adaptation, support: TensorDict, differentiable: bool = True) -> Adaptation:
         """Append one VPG step on ``support`` (episodes of every task) to ``adaptation``.
@@ -144,7 +149,9 @@ class MetaLearner:
         with torch.enable_grad():
             loss = vpg_loss(self.policy, params, support, self.estimator).sum()
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=not first_order)
-        adaptation.params.append({k: p - lr * g for (k, p), g in zip(params.items(), grads)})
+        # a fixed parameter gets a node of its own (a clone), so that H_{k+1} is the partial Hessian at θ_{k+1}
+        adaptation.params.append({k: p.clone() if k in adaptation.fixed else p - lr * g
+                                  for (k, p), g in zip(params.items(), grads)})
         if not first_order:
             adaptation.grads.append(grads)
             adaptation.lrs.append(lr)

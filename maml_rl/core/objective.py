@@ -42,7 +42,8 @@ class MetaObjective:
 
         With ``clip_eps`` the surrogate is PPO's clipped one, mean of
         min(r Â, clip(r, 1 − ε, 1 + ε) Â) (Schulman et al., 2017, Eq. 7): a ratio r past 1 ± ε
-        in the direction that Â rewards earns nothing more.
+        in the direction that Â rewards earns nothing more. The policy's ``penalty`` on the
+        query steps, if any, is subtracted.
         """
         q = self.query if query is None else query
         dist = self.policy.distribution(adapted, q["observation"])
@@ -51,6 +52,9 @@ class MetaObjective:
         if clip_eps is not None:
             gain = torch.minimum(gain, ratio.clamp(1 - clip_eps, 1 + clip_eps) * q["advantage"])
         surrogate = masked_task_mean(gain, q["mask"]).mean()
+        penalty = self.policy.penalty(dist, q["mask"])
+        if penalty is not None:  # the policy's auxiliary loss (e.g. a mixture's load balancing)
+            surrogate = surrogate - penalty
         kl = self.policy.kl(dict(q["dist"].items()), dist)
         return surrogate, masked_task_mean(kl, q["mask"]).mean()
 

@@ -80,6 +80,12 @@ class TaskEnv(EnvBase):
         """Task parameters ``[num_tasks, *task_shape]`` (float64)."""
         raise NotImplementedError
 
+    @classmethod
+    def task_conditions(cls, tasks: torch.Tensor) -> list[str]:
+        """A readable bucket per task (``tasks`` ``[num_tasks, *task_shape]``), to show which part
+        of a policy acts under which conditions (e.g. a mixture's experts); one bucket by default."""
+        return ["all"] * tasks.shape[0]
+
     def set_tasks(self, tasks: torch.Tensor) -> None:
         """Set the task parameters, ``[num_tasks, *task_shape]``.
 

@@ -265,6 +265,13 @@ class VelocityTasks:
     def task_reward(self, velocity, task):
         return -np.abs(velocity - task) + self.velocity_bonus
 
+    @classmethod
+    def task_conditions(cls, tasks: torch.Tensor) -> list[str]:
+        """The goal velocity's quarter of its range (``"v 0.00-0.75"`` for the ant's first)."""
+        width = (cls.velocity_high - cls.velocity_low) / 4
+        bins = ((tasks - cls.velocity_low) / width).floor().clamp(0, 3).long().tolist()
+        return [f"v {cls.velocity_low + b * width:.2f}-{cls.velocity_low + (b + 1) * width:.2f}" for b in bins]
+
 
 class DirectionTasks:
     """Direction d ∈ {−1, +1} with probability 1/2 each; task reward d · v_x."""
@@ -275,6 +282,11 @@ class DirectionTasks:
 
     def task_reward(self, velocity, task):
         return task * velocity
+
+    @classmethod
+    def task_conditions(cls, tasks: torch.Tensor) -> list[str]:
+        """``"forward"`` or ``"backward"``."""
+        return ["forward" if d > 0 else "backward" for d in tasks.tolist()]
 
 
 def family_config(name: str, **defaults) -> type:

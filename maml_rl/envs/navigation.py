@@ -68,6 +68,11 @@ class Navigation2DEnv(TaskEnv):
         u = torch.rand(num_tasks, 2, generator=generator, dtype=torch.float64)
         return cls.goal_low + (cls.goal_high - cls.goal_low) * u
 
+    @classmethod
+    def task_conditions(cls, tasks: torch.Tensor) -> list[str]:
+        """The goal's quadrant: ``"x+ y+"``, ``"x- y+"``, ``"x- y-"`` or ``"x+ y-"``."""
+        return [f"x{'+' if x >= 0 else '-'} y{'+' if y >= 0 else '-'}" for x, y in tasks.tolist()]
+
     def set_tasks(self, tasks: torch.Tensor) -> None:
         """Set the goals, ``[num_tasks, 2]``.
 

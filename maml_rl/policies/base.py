@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from tensordict import TensorDict
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -64,8 +65,21 @@ class Policy(Protocol):
     def observe(self, obs: torch.Tensor, mask: torch.Tensor) -> None:
         """Update observation statistics with the valid steps (``mask`` 1) of ``obs``."""
 
-    def diagnostics(self) -> dict[str, float]:
-        """Scalars logged every iteration (e.g. ``policy_std``)."""
+    def adapts(self, name: str) -> bool:
+        """Whether the inner loop adapts parameter ``name`` (the others keep θ's value in θ')."""
+
+    def penalty(self, dist: Dist, mask: torch.Tensor) -> torch.Tensor | None:
+        """An auxiliary loss of the adapted policies on the query steps (``mask`` ``[task, ...]``),
+        subtracted from the outer objective; ``None`` for none."""
+
+    def diagnostics(self, pre: TensorDict, post: TensorDict) -> dict[str, float]:
+        """Scalars logged every iteration (e.g. ``policy_std``), given the episodes of θ before
+        adaptation (``pre``) and of θ' after it (``post``), ``[task, episode, time]``."""
+
+    def activation_by_condition(self, episodes: TensorDict, conditions: list[str]) -> dict[str, dict[str, float]] | None:
+        """Which part of the policy acts under which task conditions (``conditions``: one bucket per
+        task of ``episodes``, see ``TaskEnv.task_conditions``): ``{part: {condition: activation}}``,
+        drawn as a heatmap at each checkpoint and evaluation; ``None`` for a policy without parts."""
 
     def state_dict(self) -> dict[str, torch.Tensor]: ...
 
@@ -118,7 +132,8 @@ class FunctionalPolicy(nn.Module):
     optional ``ObservationNormalizer`` in front of the network.
 
     A subclass implements ``forward(obs) -> Dist`` for one parameter copy and the distribution's
-    methods (``sample``, ``mode``, ``log_prob``, ``kl``, ``entropy``, ``diagnostics``).
+    methods (``sample``, ``mode``, ``log_prob``, ``kl``, ``entropy``, ``diagnostics``); by default
+    the inner loop adapts every parameter and the outer objective has no penalty.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, normalize_observations: bool, **kwargs: Any):
@@ -140,6 +155,15 @@ class FunctionalPolicy(nn.Module):
     def observe(self, obs: torch.Tensor, mask: torch.Tensor) -> None:
         if self.obs_norm is not None:
             self.obs_norm.update(obs, mask)
+
+    def adapts(self, name: str) -> bool:
+        return True  # every parameter, as in MAML
+
+    def penalty(self, dist: Dist, mask: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def activation_by_condition(self, episodes: TensorDict, conditions: list[str]) -> dict[str, dict[str, float]] | None:
+        return None
 
 
 def build_policy(settings: PolicyConfig, obs_dim: int, act_dim: int, normalize_observations: bool) -> Policy:

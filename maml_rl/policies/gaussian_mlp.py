@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+from tensordict import TensorDict
 from torch import nn
 
 from ..core.params import Dist
@@ -30,8 +31,42 @@ class GaussianMLPConfig(PolicyConfig):
     }
 
 
+class DiagonalGaussian:
+    """The distribution methods of a diagonal Gaussian with a state-independent log-std: ``Dist``
+    ``{"loc": [task, ..., act_dim], "log_std": [task, 1, …, 1, act_dim]}`` (other keys ignored)."""
+
+    def sample(self, dist: Dist, generator: torch.Generator) -> torch.Tensor:
+        loc = dist["loc"]
+        noise = torch.randn(loc.shape, generator=generator, dtype=loc.dtype)
+        return loc + noise * dist["log_std"].exp()
+
+    def mode(self, dist: Dist) -> torch.Tensor:
+        return dist["loc"]
+
+    def log_prob(self, dist: Dist, action: torch.Tensor) -> torch.Tensor:
+        """log N(action; loc, diag(exp(log_std)²)) summed over the action dim, ``[task, ...]``."""
+        loc, log_std = dist["loc"], dist["log_std"]
+        z = (action - loc) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+
+    def kl(self, old: Dist, new: Dist) -> torch.Tensor:
+        """KL(N_old ‖ N_new) per sample, summed over the action dim, ``[task, ...]``.
+
+        The log-std is state-independent, so a stored ``old`` one (broadcast to every step) is
+        read at the shape of ``new``'s.
+        """
+        log_std = new["log_std"]
+        old_log_std = old["log_std"][tuple(slice(0, 1) if n == 1 else slice(None) for n in log_std.shape)]
+        var_ratio = torch.exp(2 * (old_log_std - log_std))
+        mahalanobis = ((old["loc"] - new["loc"]) * torch.exp(-log_std)).pow(2)
+        return 0.5 * (var_ratio + mahalanobis - 1).sum(-1) + (log_std - old_log_std).sum(-1)
+
+    def entropy(self, dist: Dist) -> torch.Tensor:
+        return (dist["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+
 @POLICIES.register("mlp", GaussianMLPConfig)
-class GaussianMLPPolicy(FunctionalPolicy):
+class GaussianMLPPolicy(DiagonalGaussian, FunctionalPolicy):
     """π(a|s) = N(μ_θ(s), diag(σ²)) with an MLP mean and a state-independent log-std.
 
     The policy of Finn et al. (ICML 2017, Section 5.3), as rllab's ``GaussianMLPPolicy``: an
@@ -77,34 +112,5 @@ class GaussianMLPPolicy(FunctionalPolicy):
         log_std = self.log_std.reshape(*([1] * (obs.dim() - 1)), -1)
         return {"loc": self.mean(self.normalize(obs)), "log_std": log_std}
 
-    def sample(self, dist: Dist, generator: torch.Generator) -> torch.Tensor:
-        loc = dist["loc"]
-        noise = torch.randn(loc.shape, generator=generator, dtype=loc.dtype)
-        return loc + noise * dist["log_std"].exp()
-
-    def mode(self, dist: Dist) -> torch.Tensor:
-        return dist["loc"]
-
-    def log_prob(self, dist: Dist, action: torch.Tensor) -> torch.Tensor:
-        """log N(action; loc, diag(exp(log_std)²)) summed over the action dim, ``[task, ...]``."""
-        loc, log_std = dist["loc"], dist["log_std"]
-        z = (action - loc) * torch.exp(-log_std)
-        return (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
-
-    def kl(self, old: Dist, new: Dist) -> torch.Tensor:
-        """KL(N_old ‖ N_new) per sample, summed over the action dim, ``[task, ...]``.
-
-        The log-std is state-independent, so a stored ``old`` one (broadcast to every step) is
-        read at the shape of ``new``'s.
-        """
-        log_std = new["log_std"]
-        old_log_std = old["log_std"][tuple(slice(0, 1) if n == 1 else slice(None) for n in log_std.shape)]
-        var_ratio = torch.exp(2 * (old_log_std - log_std))
-        mahalanobis = ((old["loc"] - new["loc"]) * torch.exp(-log_std)).pow(2)
-        return 0.5 * (var_ratio + mahalanobis - 1).sum(-1) + (log_std - old_log_std).sum(-1)
-
-    def entropy(self, dist: Dist) -> torch.Tensor:
-        return (dist["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
-
-    def diagnostics(self) -> dict[str, float]:
+    def diagnostics(self, pre: TensorDict, post: TensorDict) -> dict[str, float]:
         return {"policy_std": self.log_std.detach().exp().mean().item()}

@@ -15,7 +15,7 @@ from ..algorithms import OuterLoop, build_algorithm
 from ..config import default_suppliers, settings
 from ..core.maml import MetaLearner
 from ..core.sampler import Sampler
-from ..envs import make_env
+from ..envs import ENVS, make_env
 from ..policies import Policy, build_policy
 from ..tracking import TRACKERS, Tracker
 from ..tracking.mlflow import download_checkpoint, is_run_id
@@ -26,6 +26,11 @@ def build_env(cfg: DictConfig, num_tasks: int, episodes_per_task: int, oracle: b
     """The env of ``cfg.env`` for ``num_tasks`` × ``episodes_per_task`` episodes (see ``envs.make_env``)."""
     return make_env(settings(cfg, "env"), num_tasks, episodes_per_task, oracle, cfg.threads, generator,
                     normalize_actions)
+
+
+def task_conditions(cfg: DictConfig, tasks: torch.Tensor) -> list[str]:
+    """The env family's bucket of every task (``TaskEnv.task_conditions``)."""
+    return ENVS[cfg.env.name].cls.task_conditions(tasks)
 
 
 def initial_policy(cfg: DictConfig, env) -> Policy:

@@ -23,8 +23,8 @@ from ..core.checkpoint import load_checkpoint
 from ..core.maml import Adaptation
 from ..core.sampler import episode_returns
 from ..policies import Policy, policy_from_state
-from .build import build_env, build_learner, build_sampler, flatten, initial_policy, resolve_checkpoint
-from .report import plot_curves, plot_trajectories, summarize, write_tables
+from .build import build_env, build_learner, build_sampler, flatten, initial_policy, resolve_checkpoint, task_conditions
+from .report import metric_name, plot_activation, plot_curves, plot_trajectories, summarize, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,17 @@ def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor,
                      generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Mean return per task after k = 0..K inner steps of sizes ``step_sizes`` (α_1..α_K).
 
-    Returns ``returns`` of shape ``[K + 1, task]`` and, for k = 0 and k = K, the observations of
-    each task's first episode ``[task, time, obs_dim]`` with their masks.
+    Returns ``returns`` of shape ``[K + 1, task]``; for k = 0 and k = K, the observations of
+    each task's first episode ``[task, time, obs_dim]`` with their masks; and the policy's
+    activation by task condition after the last step (``None`` for a policy without parts).
     """
     sampler, theta = _setup(candidate, cfg, tasks, generator)
     learner = build_learner(cfg, candidate.policy, len(step_sizes), step_sizes or list(cfg.eval.lr))
     batch = learner.meta_batch(sampler, theta, tasks, differentiable=False)
     first, last = batch.supports[0] if batch.supports else batch.query, batch.query
     paths = [(b["observation"][:, 0], b["mask"][:, 0]) for b in (first, last)]
-    return batch.returns(), paths
+    activation = candidate.policy.activation_by_condition(last, task_conditions(cfg, tasks))
+    return batch.returns(), paths, activation
 
 
 def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int) -> list[float]:
@@ -143,7 +145,7 @@ def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int) -> 
         for alpha in cfg.eval.lr_grid:
             generator.set_state(state)  # common random numbers: every α sees the same noise
             learner = build_learner(cfg, candidate.policy, k + 1, [*chosen, alpha])
-            trial = learner.step(Adaptation(list(adaptation.params)), support, differentiable=False)
+            trial = learner.step(Adaptation(list(adaptation.params), fixed=adaptation.fixed), support, False)
             episodes = sampler(trial.adapted)
             score = episode_returns(episodes).mean().item()
             if best is None or score > best[0]:
@@ -243,13 +245,18 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dic
     interval are over seeds × tasks (``n_seeds``, ``n_tasks`` per seed). Row k ≥ 1 also names the
     step size α_k that led to it (``lr``: one per seed). Writes ``results.json``
     (``{label: {k: {"mean", "ci95", "n_tasks", "n_seeds", "lr"}}}``), ``results.csv``,
-    ``adaptation_curve.png`` and, for navigation, ``trajectories.png`` to ``out_dir``.
+    ``adaptation_curve.png``, for navigation ``trajectories.png``, and for a policy with parts
+    (a mixture's experts) ``activation_<label>_s<seed>.png`` to ``out_dir``.
     """
     tasks = build_env(cfg, 1, 1, False).sample_tasks(cfg.eval.num_tasks, evaluation_generator(cfg.eval.seed))
     curves, paths, lrs = {}, {}, {}
     for c in candidates:
         step_sizes = step_sizes_of(c, cfg)
-        returns, path = adaptation_curve(c, cfg, tasks, step_sizes, evaluation_generator(cfg.eval.seed + 1))
+        returns, path, activation = adaptation_curve(c, cfg, tasks, step_sizes, evaluation_generator(cfg.eval.seed + 1))
+        if activation:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            plot_activation(activation, f"{c.label} (seed {c.seed}) after {len(step_sizes)} steps",
+                            out_dir / f"activation_{metric_name(c.label).replace('/', '_')}_s{c.seed}.png")
         curves.setdefault(c.label, []).append(returns)
         lrs.setdefault(c.label, []).append(step_sizes)
         if step_sizes:  # the trajectories before and after adaptation

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +13,11 @@ import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the headless backend
+
+
+def metric_name(label: str) -> str:
+    """A label (``maml inner.lr=0.05``) as a metric or tag name (``maml_inner.lr_0.05``)."""
+    return re.sub(r"[^\w\-./]", "_", label)
 
 
 def summarize(returns: torch.Tensor, seeds: int = 1) -> dict[int, dict[str, float]]:
@@ -106,6 +112,24 @@ def plot_learning_curve(history: dict[str, list[float]], iteration: int, title: 
     ax.set_ylabel("average return per episode")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_activation(table: dict[str, dict[str, float]], title: str, path: Path) -> Path:
+    """A heatmap of ``{part: {condition: activation}}`` (e.g. experts × task condition) saved to ``path``."""
+    rows, columns = list(table), sorted({c for values in table.values() for c in values})
+    data = torch.tensor([[table[r].get(c, float("nan")) for c in columns] for r in rows])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(columns), 1.2 + 0.5 * len(rows)))
+    image = ax.imshow(data.numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (i, j), value in zip(((i, j) for i in range(len(rows)) for j in range(len(columns))), data.flatten().tolist()):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.6 else "k", fontsize=8)
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="mean gate weight")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -15,8 +15,8 @@ from ..core.checkpoint import save_checkpoint
 from ..core.objective import MetaObjective
 from ..core.sampler import episode_returns
 from ..tracking import NullTracker, Tracker
-from .build import build_env, build_learner, build_outer_loop, build_sampler, initial_policy
-from .report import plot_learning_curve
+from .build import build_env, build_learner, build_outer_loop, build_sampler, initial_policy, task_conditions
+from .report import plot_activation, plot_learning_curve
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class Trainer:
         self.recent_tasks: list[torch.Tensor] = []  # and their tasks, [meta_batch_size, ...] each
         self.history: dict[str, list[float]] = {"pre": [], "post": []}  # every iteration's returns (learning curve)
         self.tasks: torch.Tensor | None = None  # the tasks of the current meta-batch
+        self.activation: dict | None = None  # the policy's parts × task conditions on the last query episodes
 
     def meta_step(self) -> dict[str, float]:
         """One meta-iteration; returns its metrics."""
@@ -71,7 +72,8 @@ class Trainer:
         metrics["pre_adaptation_return"] = episode_returns(episodes[0]).mean().item()
         steps = sum(b["mask"].sum().item() for b in episodes)
         metrics["env_steps_per_second"] = steps / max(metrics["time_sampling"], 1e-9)
-        metrics.update(self.policy.diagnostics())
+        metrics.update(self.policy.diagnostics(episodes[0], batch.query))
+        self.activation = self.policy.activation_by_condition(batch.query, task_conditions(self.cfg, self.tasks))
         for b in episodes:  # after the update: every batch above was scored with the same statistics
             self.policy.observe(b["observation"], b["mask"])
         metrics["time_iteration"] = time.perf_counter() - t_start
@@ -124,12 +126,16 @@ class Trainer:
         self.history["post"].append(metrics["post_adaptation_return"])
 
     def checkpoint(self) -> Path:
-        """``save``, and the learning curve as ``learning_curve.png`` (run dir and tracked run)."""
+        """``save``, and the learning curve as ``learning_curve.png`` (run dir and tracked run), with the
+        policy's activation by task condition as ``activation.png`` if it has one (a mixture's experts)."""
         path = self.save()
         if self.history["post"]:
             title = f"{self.cfg.baseline.name}-{self.cfg.algorithm.name} on {self.cfg.env.name}, seed {self.cfg.seed}"
             self.tracker.log_artifact(plot_learning_curve(self.history, self.iteration, title,
                                                           self.run_dir / "learning_curve.png"))
+        if self.activation:  # e.g. which expert acts on which tasks, after adaptation
+            title = f"after adaptation, iteration {self.iteration}: activation by task condition"
+            self.tracker.log_artifact(plot_activation(self.activation, title, self.run_dir / "activation.png"))
         return path
 
     def save(self) -> Path:
