@@ -10,8 +10,9 @@ import torch
 
 from maml_rl import load_policy
 from maml_rl.core.params import expand_params
+from maml_rl.run.trainer import Trainer
 
-from .conftest import TINY, make_objective, random_episodes, tiny_moe
+from .conftest import TINY, composed, make_objective, random_episodes, tiny_moe
 from .test_cli import run_cli, runs_in
 
 
@@ -25,9 +26,9 @@ def test_the_closed_form_kl_matches_a_monte_carlo_estimate():
     new = policy.distribution(expand_params(policy.params(), 2), obs)
     assert not torch.allclose(old["gate"], new["gate"])  # the gate moved too
     g = torch.Generator().manual_seed(1)
-    samples = torch.stack([policy.sample(old, g) for _ in range(200_000)])
+    samples = torch.stack([policy.sample(old, g) for _ in range(50_000)])
     estimate = (policy.log_prob(old, samples) - policy.log_prob(new, samples)).mean(0)
-    torch.testing.assert_close(estimate, policy.kl(old, new).detach(), rtol=0.02, atol=2e-3)
+    torch.testing.assert_close(estimate, policy.kl(old, new).detach(), rtol=0.03, atol=4e-3)
 
 
 @pytest.mark.parametrize("adapt,moved", [("gating", {"gate"}), ("experts", {"experts", "log_std"}),
@@ -71,10 +72,10 @@ def moe_runs(tmp_path_factory):
     """A MoE and an MLP run on navigation and a MoE run on ant_dir, through the CLI, then one evaluation of both
     navigation runs."""
     cwd = tmp_path_factory.mktemp("moe")
-    for name, overrides in {"nav_moe": ["policy=moe", "policy.adapt=gating"], "nav_mlp": [],
-                            "ant_moe": ["policy=moe", "env=ant_dir"]}.items():
+    for name, overrides in {"nav_moe": ["policy=moe", "policy.adapt=gating"], "ant_moe": ["policy=moe", "env=ant_dir"]}.items():
         proc = run_cli(cwd, *TINY, *overrides, f"hydra.run.dir={name}")
         assert proc.returncode == 0, proc.stderr[-3000:]
+    Trainer(composed(*TINY), cwd / "nav_mlp").meta_train()  # the MLP to compare with
     proc = run_cli(cwd, *TINY, "mode=evaluate", f"eval.checkpoints=[{cwd / 'nav_moe'},{cwd / 'nav_mlp'}]",
                    "eval.num_tasks=4", "eval.num_steps=1", "eval.episodes_per_task=2", "hydra.run.dir=evaluation")
     assert proc.returncode == 0, proc.stderr[-3000:]

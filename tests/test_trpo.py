@@ -15,8 +15,12 @@ def on_policy_objective(policy, num_steps, first_order=False, lr=0.5):
     return on_policy(policy, make_objective(policy, supports, query, lr=lr, first_order=first_order))
 
 
-@pytest.mark.parametrize("kind", POLICY_KINDS)
-@pytest.mark.parametrize("num_steps,first_order", [(1, False), (2, False), (1, True)])
+FVP_CASES = [(kind, steps, first_order) for kind in ("mlp", "moe") for steps, first_order in ((1, False), (2, False),
+                                                                                         (1, True))]
+FVP_CASES += [(kind, 2, False) for kind in POLICY_KINDS if kind not in ("mlp", "moe")]
+
+
+@pytest.mark.parametrize("kind,num_steps,first_order", FVP_CASES)
 def test_fisher_vector_product_equals_kl_hessian(kind, num_steps, first_order):
     policy = make_policy(kind)
     objective = on_policy_objective(policy, num_steps, first_order)
