@@ -95,6 +95,8 @@ def test_each_method_adapts_with_the_step_sizes_its_validation_tasks_choose(tmp_
     chosen = evaluate(composed(*base, "eval.lr_grid=[10.0,0.1]"), [candidate], tmp_path / "chosen")["random"]
     assert chosen[1]["lr"] == chosen[2]["lr"] == [0.1]
     assert [chosen[k]["mean"] for k in range(3)] == [fixed[k]["mean"] for k in range(3)]
+    diverged = evaluate(composed(*base, "eval.lr_grid=[1000.0,0.1]"), [candidate], tmp_path / "nan")["random"]
+    assert diverged[1]["lr"] == [0.1]  # listed first, 1000 still loses (about -600 per episode)
     forced = evaluate(composed(*base, "eval.lr_grid=[10.0]"), [candidate], tmp_path / "forced")["random"]
     assert forced[2]["lr"] == [10.0] and forced[2]["mean"] < fixed[2]["mean"] - 100
     with open(tmp_path / "chosen" / "results.csv") as f:

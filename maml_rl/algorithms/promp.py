@@ -37,7 +37,7 @@ class ProMPConfig(PPOConfig):
 class ProMP(PPO):
     """ProMP's meta-update: PPO's epochs on J(θ) = J^CLIP(θ'(θ)) − η · D̄_KL(π_θo ‖ π_θ).
 
-    Rothfuss et al. (2019), Section 6, Eq. 12–13: the clipped surrogate of the adapted policies
+    Rothfuss et al. (2019), Section 6 (the ProMP objective): the clipped surrogate of the adapted policies
     on the query episodes (``PPO``), minus η times the KL between the pre-update policies that
     sampled each inner step's support episodes and the current ones, on the support states
     (``MetaObjective.inner_kl``). The clipping bounds the post-update policies, the penalty the

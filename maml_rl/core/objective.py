@@ -63,7 +63,7 @@ class MetaObjective:
 
         π_old,k is the policy that sampled support k (its stored ``dist``), θ_k the adaptation's
         parameters before step k (θ_0 = θ): the KL between the pre-update policies of ProMP's
-        penalty (Rothfuss et al., 2019, Eq. 13). A scalar, 0 without support episodes.
+        penalty (Rothfuss et al., 2019, Section 6). A scalar, 0 without support episodes.
         """
         kls = []
         for params, support in zip(adaptation.params, self.supports):

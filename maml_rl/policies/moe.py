@@ -75,7 +75,7 @@ class MixtureOfExpertsPolicy(DiagonalGaussian, FunctionalPolicy):
     ``adapt`` selects what the inner loop adapts (``adapts``): ``all``; ``gating`` (the gate
     only: fast adaptation by re-weighting fixed experts); ``experts`` (the experts' means and the
     log-std, the gate fixed). ``balance_coef`` > 0 adds the load-balancing loss of sparse MoE
-    layers (Shazeer et al., 2017, App. A: the squared coefficient of variation of the experts'
+    layers (Shazeer et al., 2017, Section 4: the squared coefficient of variation of the experts'
     importance Σ_steps g_k) to the outer objective (``penalty``).
 
     Args:
@@ -138,7 +138,7 @@ class MixtureOfExpertsPolicy(DiagonalGaussian, FunctionalPolicy):
 
     def penalty(self, dist: Dist, mask: torch.Tensor) -> torch.Tensor | None:
         """``balance_coef`` · CV²(importance), importance_k = Σ over valid steps of g_k, per task and
-        averaged over tasks (Shazeer et al., 2017, Eq. 6); ``None`` when ``balance_coef`` is 0."""
+        averaged over tasks (Shazeer et al., 2017, Section 4); ``None`` when ``balance_coef`` is 0."""
         if not self.balance_coef:
             return None
         gate = dist["gate"] * mask.unsqueeze(-1)

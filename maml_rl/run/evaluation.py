@@ -12,6 +12,7 @@ through the same ``MetaLearner`` as training. α_k comes from ``eval.lr`` (the p
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def _setup(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, generator
 
 
 def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, step_sizes: list[float],
-                     generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+                     generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], dict | None]:
     """Mean return per task after k = 0..K inner steps of sizes ``step_sizes`` (α_1..α_K).
 
     Returns ``returns`` of shape ``[K + 1, task]``; for k = 0 and k = K, the observations of
@@ -130,9 +131,9 @@ def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int) -> 
     On ``eval.num_val_tasks`` tasks of the validation stream (never the test tasks), from θ and
     its support episodes: every grid value α takes step k from the chosen θ_{k-1}, the episodes of
     the result are sampled with the same random numbers for every α, and the α with the highest
-    mean return becomes α_k (its episodes the next step's support). The protocol's per-method
-    tuning of the step size (Finn et al., 2017, Section 5.3 tunes it for MAML and the pretrained
-    baseline) without looking at the test tasks. Costs 1 + ``num_steps`` × |grid| batches.
+    mean return becomes α_k (its episodes the next step's support); a step size whose return is
+    not a number (a diverged step) is never chosen. Each method is thus compared at step sizes
+    that suit it, chosen without looking at the test tasks. Costs 1 + ``num_steps`` × |grid| batches.
     """
     generator = validation_generator(cfg.eval.seed)
     tasks = build_env(cfg, 1, 1, False).sample_tasks(cfg.eval.num_val_tasks, generator)
@@ -147,7 +148,7 @@ def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int) -> 
             learner = build_learner(cfg, candidate.policy, k + 1, [*chosen, alpha])
             trial = learner.step(Adaptation(list(adaptation.params), fixed=adaptation.fixed), support, False)
             episodes = sampler(trial.adapted)
-            score = episode_returns(episodes).mean().item()
+            score = episode_returns(episodes).mean().nan_to_num(nan=-math.inf).item()
             if best is None or score > best[0]:
                 best = (score, alpha, trial, episodes)
         scores.append(best[0])
