@@ -144,8 +144,9 @@ def validate(cfg: DictConfig) -> None:
     """Check every ranged key of a composed config against the rules of its schema.
 
     Raises:
-        ConfigError: ``"inner.lr=-0.1 is not allowed: must be > 0"`` for the first bad value, or
-            an unknown plug-in name (``"algorithm.name='sgd' is not known; available: [...]"``).
+        ConfigError: ``"inner.lr=-0.1 is not allowed: must be > 0"`` for the first bad value, an
+            unknown plug-in name (``"algorithm.name='sgd' is not known; available: [...]"``), or a
+            plug-in's own check (``Settings.check``: e.g. a market-data file with a missing column).
     """
     for group, registry in PLUGINS.items():
         name = OmegaConf.select(cfg, f"{group}.name", default=None)
@@ -157,6 +158,11 @@ def validate(cfg: DictConfig) -> None:
             value = OmegaConf.select(cfg, prefix + key, default=None)
             if value is not None and not ok(value):
                 raise ConfigError(f"{prefix}{key}={value} is not allowed: must be {allowed}")
+    for group in (g for g in PLUGINS if OmegaConf.select(cfg, f"{g}.name", default=None) is not None):
+        try:
+            settings(cfg, group).check()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     given = bool(cfg.eval.checkpoints) or cfg.eval.sweep_dir is not None
     if cfg.mode == "train" and given:
         raise ConfigError("eval.checkpoints / eval.sweep_dir are set but mode=train: add mode=evaluate to evaluate "

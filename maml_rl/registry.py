@@ -30,6 +30,14 @@ class Settings:
     name: str = ""
     rules: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
 
+    def check(self) -> None:
+        """Checks beyond one key's range (files a plug-in reads, keys that depend on each other),
+        run by ``validate`` after the rules and before any work; none by default.
+
+        Raises:
+            ValueError: one line that names the bad value and what is allowed.
+        """
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -40,10 +40,12 @@ def _pad_time(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def rollout(env: EnvBase, policy: Policy, params: Params, horizon: int, generator: torch.Generator) -> TensorDict:
+def rollout(env: EnvBase, policy: Policy, params: Params, horizon: int, generator: torch.Generator,
+            deterministic: bool = False) -> TensorDict:
     """Collect one episode per ``[task, episode]`` slot of ``env`` with θ_i for task i.
 
-    Actions are drawn from π_θi (unclipped; the env clips what it applies). Steps after an
+    Actions are drawn from π_θi (unclipped; the env clips what it applies), or with
+    ``deterministic`` are its mode (the mean action of a backtest). Steps after an
     episode terminates are padding with ``mask = 0``; the last valid step of every episode,
     terminated or cut at ``horizon``, carries ``done = True`` (rllab's convention: the value
     after the horizon is 0).
@@ -68,7 +70,7 @@ def rollout(env: EnvBase, policy: Policy, params: Params, horizon: int, generato
         for _ in range(horizon):
             obs = td["observation"]
             dist = policy.distribution(params, obs)
-            action = policy.sample(dist, generator)
+            action = policy.mode(dist) if deterministic else policy.sample(dist, generator)
             td["action"] = action
             nxt = env.step(td)["next"]
             steps.append((obs, action, nxt["reward"][..., 0], alive.clone()))
@@ -115,8 +117,9 @@ class Sampler:
         """The tasks ``[task, ...]`` of the next batches."""
         self.env.set_tasks(tasks)
 
-    def __call__(self, params: Params) -> TensorDict:
-        """Roll out θ_i (detached) in every task and add ``advantage``: ``[task, episode, time]``."""
+    def __call__(self, params: Params, deterministic: bool = False) -> TensorDict:
+        """Roll out θ_i (detached) in every task and add ``advantage``: ``[task, episode, time]``;
+        ``deterministic``: the policy's mode instead of samples."""
         episodes = rollout(self.env, self.policy, {k: v.detach() for k, v in params.items()}, self.horizon,
-                           self.generator)
+                           self.generator, deterministic)
         return compute_advantages(episodes, self.gamma, self.gae_lambda)

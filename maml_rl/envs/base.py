@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.transforms import ActionScaling
 
@@ -45,8 +46,11 @@ class TaskEnv(EnvBase):
     """A batch of ``num_tasks × episodes_per_task`` episodes of one task family (torchrl env,
     batch size ``[task, episode]``), the tasks set for the whole batch at once.
 
-    A family implements ``sample_tasks`` (a classmethod: tasks ``[num_tasks, *task_shape]``
-    from a generator), ``_reset`` and ``_step`` (torchrl's, batched), and declares its specs.
+    A family implements ``sample_tasks`` (tasks ``[num_tasks, *task_shape]`` from a generator;
+    a classmethod where the tasks need no data), ``_reset`` and ``_step`` (torchrl's, batched),
+    and declares its specs. A family may also report statistics of its episodes beyond the
+    return (``episode_statistics``, e.g. a backtest's Sharpe ratio) and reference strategies on
+    the current tasks (``benchmarks``); evaluation reports both.
     ``set_tasks`` checks the shape and stores the tasks in ``self.tasks``; with ``oracle`` the
     family appends the task parameters to its observation. Families whose construction needs
     more than these arguments override ``from_config``.
@@ -61,6 +65,7 @@ class TaskEnv(EnvBase):
     """
 
     task_shape: ClassVar[tuple[int, ...]] = ()
+    statistics: ClassVar[tuple[str, ...]] = ()  # the names ``episode_statistics`` returns (a backtest's)
 
     def __init__(self, num_tasks: int, episodes_per_task: int, oracle: bool = False):
         if num_tasks < 1 or episodes_per_task < 1:
@@ -75,10 +80,22 @@ class TaskEnv(EnvBase):
         """The env for one meta-batch; ``threads`` and ``generator`` (reset noise) where the family uses them."""
         return cls(num_tasks, episodes_per_task, oracle=oracle)
 
-    @classmethod
-    def sample_tasks(cls, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
-        """Task parameters ``[num_tasks, *task_shape]`` (float64)."""
+    def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
+        """Task parameters ``[num_tasks, *task_shape]`` (float64) for ``split``: ``"train"`` (meta-training
+        and the validation tasks that choose step sizes) or ``"test"`` (evaluation). Families whose
+        tasks are drawn from one distribution ignore ``split`` (evaluation draws from a disjoint
+        random stream instead); families on recorded data keep the test tasks out of sample."""
         raise NotImplementedError
+
+    def episode_statistics(self, episodes: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Statistics of every episode on the current tasks beyond its return, ``{name: [task, episode]}``
+        (``episodes`` ``[task, episode, time]`` with ``reward`` and ``mask``); none by default."""
+        return {}
+
+    def benchmarks(self) -> dict[str, torch.Tensor]:
+        """Rewards of reference strategies on the current tasks, ``{name: [task, time]}`` (e.g. buy-and-hold);
+        none by default."""
+        return {}
 
     @classmethod
     def task_conditions(cls, tasks: torch.Tensor) -> list[str]:

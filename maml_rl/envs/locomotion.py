@@ -258,7 +258,7 @@ class VelocityTasks:
     velocity_bonus: ClassVar[float] = 0.0
 
     @classmethod
-    def sample_tasks(cls, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
+    def sample_tasks(cls, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
         u = torch.rand(num_tasks, generator=generator, dtype=torch.float64)
         return cls.velocity_low + (cls.velocity_high - cls.velocity_low) * u
 
@@ -277,7 +277,7 @@ class DirectionTasks:
     """Direction d ∈ {−1, +1} with probability 1/2 each; task reward d · v_x."""
 
     @classmethod
-    def sample_tasks(cls, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
+    def sample_tasks(cls, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
         return torch.randint(0, 2, (num_tasks,), generator=generator).to(torch.float64) * 2 - 1
 
     def task_reward(self, velocity, task):

@@ -63,7 +63,7 @@ class Navigation2DEnv(TaskEnv):
         self.state = torch.zeros(*shape, 2, dtype=dtype)
 
     @classmethod
-    def sample_tasks(cls, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
+    def sample_tasks(cls, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
         """Goals ``[num_tasks, 2]`` drawn uniformly from ``[-0.5, 0.5]²``."""
         u = torch.rand(num_tasks, 2, generator=generator, dtype=torch.float64)
         return cls.goal_low + (cls.goal_high - cls.goal_low) * u

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDict
 
 from ..config import SEED_LIMIT
 from ..core.checkpoint import load_checkpoint
@@ -25,7 +26,7 @@ from ..core.maml import Adaptation
 from ..core.sampler import episode_returns
 from ..policies import Policy, policy_from_state
 from .build import build_env, build_learner, build_sampler, flatten, initial_policy, resolve_checkpoint, task_conditions
-from .report import metric_name, plot_activation, plot_curves, plot_trajectories, summarize, write_tables
+from .report import metric_name, plot_activation, plot_curves, plot_equity, plot_trajectories, summarize, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,13 @@ def random_candidate(cfg: DictConfig) -> Candidate:
     return Candidate("random", policy, False, cfg.env.normalize_actions, f"random initialisation, seed {cfg.seed}")
 
 
+def held_out_tasks(cfg: DictConfig) -> torch.Tensor:
+    """The ``eval.num_tasks`` test tasks of evaluation seed ``eval.seed``: the env's ``"test"`` split
+    (held-out windows of recorded data) drawn from ``evaluation_generator``."""
+    generator = evaluation_generator(cfg.eval.seed)
+    return build_env(cfg, 1, 1, False).sample_tasks(cfg.eval.num_tasks, generator, split="test")
+
+
 def validation_generator(seed: int) -> torch.Generator:
     """The validation stream of evaluation seed ``seed``: torch seed 2**32 + seed, disjoint from the
     test tasks' stream (``evaluation_generator``) and from every training seed."""
@@ -108,21 +116,64 @@ def _setup(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, generator
     return sampler, {n: v.detach() for n, v in candidate.policy.params().items()}
 
 
-def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, step_sizes: list[float],
-                     generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], dict | None]:
-    """Mean return per task after k = 0..K inner steps of sizes ``step_sizes`` (α_1..α_K).
+@dataclass
+class Curve:
+    """One candidate's adaptation on the test tasks: ``returns`` ``[K + 1, task]``; for k = 0 and
+    k = K the observations of each task's first episode ``[task, time, obs_dim]`` with their masks
+    (``paths``); the activation by task condition after the last step (``None`` for a policy
+    without parts); and θ_0..θ_K, each with a leading task dim (``params``)."""
 
-    Returns ``returns`` of shape ``[K + 1, task]``; for k = 0 and k = K, the observations of
-    each task's first episode ``[task, time, obs_dim]`` with their masks; and the policy's
-    activation by task condition after the last step (``None`` for a policy without parts).
-    """
+    returns: torch.Tensor
+    paths: list[tuple[torch.Tensor, torch.Tensor]]
+    activation: dict | None
+    params: list[dict[str, torch.Tensor]]
+
+
+def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor, step_sizes: list[float],
+                     generator: torch.Generator) -> Curve:
+    """Mean return per task after k = 0..K inner steps of sizes ``step_sizes`` (α_1..α_K), with what
+    the report draws from them (``Curve``)."""
     sampler, theta = _setup(candidate, cfg, tasks, generator)
     learner = build_learner(cfg, candidate.policy, len(step_sizes), step_sizes or list(cfg.eval.lr))
     batch = learner.meta_batch(sampler, theta, tasks, differentiable=False)
     first, last = batch.supports[0] if batch.supports else batch.query, batch.query
     paths = [(b["observation"][:, 0], b["mask"][:, 0]) for b in (first, last)]
     activation = candidate.policy.activation_by_condition(last, task_conditions(cfg, tasks))
-    return batch.returns(), paths, activation
+    return Curve(batch.returns(), paths, activation, batch.adaptation.params)
+
+
+def backtest(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor,
+             params: list[dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The deterministic policy (its mode) of every θ_k on one episode per task, scored by the env
+    family's ``episode_statistics`` (a trading backtest: annual return, Sharpe, …) and its return.
+
+    Returns ``{statistic: [K + 1, task]}`` (with ``"return"``) and the rewards ``[K + 1, task, time]``.
+    """
+    env = build_env(cfg, tasks.shape[0], 1, candidate.oracle, None, candidate.normalize_actions)
+    sampler = build_sampler(cfg, env, candidate.policy, torch.Generator())
+    sampler.set_tasks(tasks)
+    stats, rewards = [], []
+    for theta in params:
+        episodes = sampler(theta, deterministic=True)
+        stats.append({"return": episode_returns(episodes)[:, 0],
+                      **{k: v[:, 0] for k, v in env.episode_statistics(episodes).items()}})
+        rewards.append(episodes["reward"][:, 0])
+    return {k: torch.stack([s[k] for s in stats]) for k in stats[0]}, torch.stack(rewards)
+
+
+def benchmark_backtests(cfg: DictConfig, tasks: torch.Tensor) -> dict[str, tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """The env family's reference strategies (``TaskEnv.benchmarks``, e.g. buy-and-hold) on ``tasks``,
+    scored as ``backtest`` scores a policy: ``{name: ({statistic: [1, task]}, rewards [1, task, time])}``."""
+    env = build_env(cfg, tasks.shape[0], 1, False)
+    env.set_tasks(tasks)
+    out = {}
+    for name, rewards in env.benchmarks().items():
+        episodes = TensorDict({"reward": rewards[:, None], "mask": torch.ones_like(rewards[:, None])},
+                              batch_size=rewards[:, None].shape)
+        stats = {"return": episode_returns(episodes)[:, 0],
+                 **{k: v[:, 0] for k, v in env.episode_statistics(episodes).items()}}
+        out[name] = ({k: v[None] for k, v in stats.items()}, rewards[None])
+    return out
 
 
 def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int) -> list[float]:
@@ -136,7 +187,7 @@ def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int) -> 
     that suit it, chosen without looking at the test tasks. Costs 1 + ``num_steps`` × |grid| batches.
     """
     generator = validation_generator(cfg.eval.seed)
-    tasks = build_env(cfg, 1, 1, False).sample_tasks(cfg.eval.num_val_tasks, generator)
+    tasks = build_env(cfg, 1, 1, False).sample_tasks(cfg.eval.num_val_tasks, generator, split="train")
     sampler, theta = _setup(candidate, cfg, tasks, generator)
     adaptation = build_learner(cfg, candidate.policy, 0).start(theta, tasks.shape[0])
     support, chosen = sampler(adaptation.adapted), []
@@ -244,33 +295,50 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dic
 
     Candidates that share a label (the seeds of one setting) are pooled: the mean and the 95%
     interval are over seeds × tasks (``n_seeds``, ``n_tasks`` per seed). Row k ≥ 1 also names the
-    step size α_k that led to it (``lr``: one per seed). Writes ``results.json``
-    (``{label: {k: {"mean", "ci95", "n_tasks", "n_seeds", "lr"}}}``), ``results.csv``,
-    ``adaptation_curve.png``, for navigation ``trajectories.png``, and for a policy with parts
-    (a mixture's experts) ``activation_<label>_s<seed>.png`` to ``out_dir``.
+    step size α_k that led to it (``lr``: one per seed). For an env family that backtests
+    (``TaskEnv.statistics``: trading), each row also has ``backtest``: the deterministic policy's
+    statistics, ``{name: {"mean", "ci95"}}``, and the family's benchmarks (buy-and-hold, flat) are
+    rows of their own. Writes ``results.json`` (``{label: {k: {"mean", "ci95", "n_tasks",
+    "n_seeds", "lr", "backtest"}}}``), ``results.csv``, ``adaptation_curve.png``, for navigation
+    ``trajectories.png``, for a backtest ``equity_curves.png``, and for a policy with parts (a
+    mixture's experts) ``activation_<label>_s<seed>.png`` to ``out_dir``.
     """
-    tasks = build_env(cfg, 1, 1, False).sample_tasks(cfg.eval.num_tasks, evaluation_generator(cfg.eval.seed))
-    curves, paths, lrs = {}, {}, {}
+    env = build_env(cfg, 1, 1, False)
+    tasks = held_out_tasks(cfg)
+    curves, paths, lrs, tests = {}, {}, {}, {}
     for c in candidates:
         step_sizes = step_sizes_of(c, cfg)
-        returns, path, activation = adaptation_curve(c, cfg, tasks, step_sizes, evaluation_generator(cfg.eval.seed + 1))
-        if activation:
+        curve = adaptation_curve(c, cfg, tasks, step_sizes, evaluation_generator(cfg.eval.seed + 1))
+        if curve.activation:
             out_dir.mkdir(parents=True, exist_ok=True)
-            plot_activation(activation, f"{c.label} (seed {c.seed}) after {len(step_sizes)} steps",
+            plot_activation(curve.activation, f"{c.label} (seed {c.seed}) after {len(step_sizes)} steps",
                             out_dir / f"activation_{metric_name(c.label).replace('/', '_')}_s{c.seed}.png")
-        curves.setdefault(c.label, []).append(returns)
+        curves.setdefault(c.label, []).append(curve.returns)
         lrs.setdefault(c.label, []).append(step_sizes)
         if step_sizes:  # the trajectories before and after adaptation
-            paths.setdefault(c.label, path)
+            paths.setdefault(c.label, curve.paths)
+        if env.statistics:
+            tests.setdefault(c.label, []).append(backtest(c, cfg, tasks, curve.params))
     results = {}
     for label, rows in curves.items():
         results[label] = summarize(torch.cat(rows, dim=1), len(rows))
         for k in range(1, len(results[label])):
             results[label][k]["lr"] = [seed_lrs[k - 1] for seed_lrs in lrs[label]]
+    if env.statistics:
+        benchmarks = benchmark_backtests(cfg, tasks)
+        for name, (stats, _) in benchmarks.items():
+            results[name] = summarize(stats["return"])
+        tests.update({name: [b] for name, b in benchmarks.items()})
+        for label, runs in tests.items():
+            for k, row in results[label].items():
+                row["backtest"] = {name: summarize(torch.cat([s[name][k:k + 1] for s, _ in runs], dim=1))[0]
+                                   for name in runs[0][0]}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(results, out_dir)
     title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"
     plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png", title)
     if cfg.env.name == "navigation" and paths:
         plot_trajectories(paths, tasks, cfg.eval.num_steps, out_dir / "trajectories.png")
+    if tests:
+        plot_equity(tests, tasks, out_dir / "equity_curves.png")
     return results

@@ -30,16 +30,26 @@ def summarize(returns: torch.Tensor, seeds: int = 1) -> dict[int, dict[str, floa
                 "n_seeds": seeds} for k, row in enumerate(returns.double())}
 
 
+def backtest_names(results: dict) -> list[str]:
+    """The backtest statistics in ``results`` (``return``, ``sharpe``, …; none outside a backtest)."""
+    return list(dict.fromkeys(name for rows in results.values() for r in rows.values() for name in r.get("backtest", {})))
+
+
 def write_tables(results: dict, out_dir: Path) -> None:
-    """``results.json`` (the contract) and ``results.csv`` (one row per method and k)."""
+    """``results.json`` (the contract) and ``results.csv`` (one row per method and k; with a backtest,
+    ``bt_<statistic>`` and ``bt_<statistic>_ci95`` columns of the deterministic policy)."""
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    names = backtest_names(results)
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "k", "mean", "ci95", "n_tasks", "n_seeds", "lr"])
+        writer.writerow(["method", "k", "mean", "ci95", "n_tasks", "n_seeds", "lr",
+                         *(f"bt_{n}{suffix}" for n in names for suffix in ("", "_ci95"))])
         for method, rows in results.items():
             for k, r in rows.items():
+                tested = r.get("backtest", {})
                 writer.writerow([method, k, f"{r['mean']:.4f}", f"{r['ci95']:.4f}", r["n_tasks"], r["n_seeds"],
-                                 step_size_text(r)])
+                                 step_size_text(r), *(f"{tested[n][key]:.4f}" if n in tested else ""
+                                                      for n in names for key in ("mean", "ci95"))])
 
 
 def step_sizes(rows: dict) -> str:
@@ -63,6 +73,48 @@ def format_table(results: dict, num_steps: int) -> str:
     return "\n".join(lines)
 
 
+def format_backtest(results: dict) -> str:
+    """The backtest table as text: one line per method and k, ``mean ± ci95`` of every statistic of
+    the deterministic policy (empty without a backtest)."""
+    names = backtest_names(results)
+    if not names:
+        return ""
+    width = max([14, *(len(m) + 2 for m in results)])
+    lines = [f"{'backtest':<{width}}{'k':>3}" + "".join(f"{n:>20}" for n in names)]
+    for method, rows in results.items():
+        for k, r in rows.items():
+            cells = [f"{r['backtest'][n]['mean']:9.3f} ± {r['backtest'][n]['ci95']:6.3f}" for n in names]
+            lines.append(f"{method:<{width}}{k:>3}" + "".join(f"{c:>20}" for c in cells))
+    return "\n".join(lines)
+
+
+def plot_equity(tests: dict, tasks: torch.Tensor, path: Path, windows: int = 4) -> None:
+    """Cumulative reward (trading: percent log-return of the equity) of each method's deterministic
+    policy, before adaptation and after the last step, and of the benchmarks, on the first
+    ``windows`` test tasks; ``tests`` is ``{label: [(statistics, rewards [K + 1, task, time]), …]}``
+    (the first seed is drawn)."""
+    shown = min(windows, tasks.shape[0])
+    fig, axes = plt.subplots(1, shown, figsize=(4.2 * shown, 3.8), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        for j, (label, runs) in enumerate(tests.items()):
+            rewards = runs[0][1][:, i].double().cumsum(-1)
+            if len(rewards) == 1:
+                ax.plot(rewards[0], color=f"C{j}", linestyle=":" if "flat" in label else "--", label=label)
+                continue
+            ax.plot(rewards[0], color=f"C{j}", alpha=0.5, linewidth=0.8, label=f"{label}, k=0")
+            ax.plot(rewards[-1], color=f"C{j}", label=f"{label}, k={len(rewards) - 1}")
+        ax.set_title(f"test task {i}", fontsize=9)
+        ax.set_xlabel("bar")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("cumulative reward (% log-return)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
+    fig.suptitle("deterministic policies on held-out windows vs benchmarks")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_curves(results: dict, num_steps: int, path: Path, title: str) -> None:
     """``curves_figure`` saved to ``path``."""
     fig = curves_figure(results, num_steps, title)
@@ -79,9 +131,10 @@ def curves_figure(results: dict, num_steps: int, title: str) -> plt.Figure:
     adapted = [m for m, rows in results.items() if len(rows) > 1 or num_steps == 0]
     for i, (method, rows) in enumerate(results.items()):
         n = rows[0]["n_tasks"] * rows[0].get("n_seeds", 1)
-        if method not in adapted:
+        if method not in adapted:  # the oracle, a benchmark: one line each, told apart by their style
             mean, ci = rows[0]["mean"], rows[0]["ci95"]
-            ax.axhline(mean, color="k", linestyle="--", label=f"{method} (no adaptation, n={n})")
+            style = ["--", ":", "-.", (0, (5, 1))][(i - len([m for m in adapted if m in list(results)[:i]])) % 4]
+            ax.axhline(mean, color="k", linestyle=style, label=f"{method} (no adaptation, n={n})")
             ax.axhspan(mean - ci, mean + ci, color="k", alpha=0.1)
             continue
         x = ks + 0.06 * (adapted.index(method) - (len(adapted) - 1) / 2)

@@ -73,6 +73,8 @@ class Trainer:
         steps = sum(b["mask"].sum().item() for b in episodes)
         metrics["env_steps_per_second"] = steps / max(metrics["time_sampling"], 1e-9)
         metrics.update(self.policy.diagnostics(episodes[0], batch.query))
+        for phase, b in (("pre", episodes[0]), ("post", batch.query)):  # e.g. a trading backtest's Sharpe ratio
+            metrics.update({f"backtest/{n}_{phase}": v.mean().item() for n, v in self.env.episode_statistics(b).items()})
         self.activation = self.policy.activation_by_condition(batch.query, task_conditions(self.cfg, self.tasks))
         for b in episodes:  # after the update: every batch above was scored with the same statistics
             self.policy.observe(b["observation"], b["mask"])

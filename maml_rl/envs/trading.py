@@ -1,0 +1,321 @@
+"""Trading on recorded market data: a task is an asset and a window of bars, every episode stepped at once.
+
+The agent sets a target position in [-1, 1] (short … long) at the close of each bar and earns
+the position times the next bar's log-return, less a commission on every change of position.
+Training windows come from the first ``env.split`` of each series, evaluation windows from the
+rest (out of sample; no window straddles the split). The series are OHLCV files shipped in
+well-kept packages (gym-anytrading's and backtesting.py's sample data) or the user's own CSVs.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import empyrical
+import numpy as np
+import pandas as pd
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Composite, Unbounded
+
+from .base import ENVS, EnvConfig, TaskEnv
+
+COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
+# name → (package, file inside it, its date column, its date format); read without importing the package
+BUILTIN = {
+    "GOOGL": ("gym_anytrading", "datasets/data/STOCKS_GOOGL.csv", "Date", None),
+    "EURUSD_1H": ("gym_anytrading", "datasets/data/FOREX_EURUSD_1H_ASK.csv", "Time", "%d.%m.%Y %H:%M:%S.%f"),
+    "GOOG": ("backtesting", "test/GOOG.csv", 0, None),
+    "EURUSD": ("backtesting", "test/EURUSD.csv", 0, None),
+    "BTCUSD": ("backtesting", "test/BTCUSD.csv", 0, None),
+}
+PERCENT = 100.0  # rewards are in percent of log-return: a window's return reads as "+1.3 %"
+
+
+@dataclass
+class TradingConfig(EnvConfig):
+    """``env=trading``: windows of ``horizon`` bars (default 100), 20 tasks × 20 episodes, α = 0.1.
+
+    ``data``: built-in series (``GOOGL`` daily 2009–2018 and ``EURUSD_1H`` hourly 2017, from
+    gym-anytrading; ``GOOG``, ``EURUSD``, ``BTCUSD`` from backtesting.py) or CSV paths with
+    columns Date/Open/High/Low/Close/Volume. The default pair has no underlying in common: GOOG
+    and GOOGL (or the two EUR/USD files) together would put one series' evaluation period in the
+    other's training part. ``lookback``: log-returns in the observation; ``commission``: cost per
+    unit of position traded (0.001 = 0.1 %); ``split``: the fraction of each series for training
+    windows, the rest for evaluation windows.
+    """
+
+    name: str = "trading"
+    data: list[str] = field(default_factory=lambda: ["GOOGL", "EURUSD_1H"])
+    lookback: int = 10
+    commission: float = 0.001
+    split: float = 0.8
+    eval_lr: list[float] = field(default_factory=lambda: [0.1])
+    eval_episodes_per_task: int = 20
+    rules: ClassVar[dict] = {
+        **EnvConfig.rules,
+        "data": (lambda v: len(v) > 0, f"a non-empty list of CSV paths or built-in series {sorted(BUILTIN)}"),
+        "lookback": (lambda v: v >= 1, ">= 1"),
+        "commission": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "split": (lambda v: 0 < v < 1, "in (0, 1)"),
+    }
+
+    def check(self) -> None:
+        """Read every series and check that both its parts hold a window.
+
+        Raises:
+            ValueError: one line naming the file, the line and the problem (see ``read_series``).
+        """
+        load_market(tuple(self.data), self.split, self.lookback, self.horizon)
+
+
+def _builtin_path(name: str) -> Path:
+    package, relative, _, _ = BUILTIN[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"env.data: built-in series {name} needs the package {package!r}, which is not installed")
+    return Path(spec.submodule_search_locations[0]) / relative
+
+
+def read_series(source: str) -> pd.DataFrame:
+    """One OHLCV series as a frame with columns ``COLUMNS`` (dates parsed), checked.
+
+    ``source`` is a built-in name (``BUILTIN``) or a CSV path. Line numbers in errors are the
+    file's (the header is line 1).
+
+    Raises:
+        ValueError: ``"env.data: prices.csv line 7: Close is NaN"`` — a missing file or column, an
+            unparseable date, a NaN or a price ≤ 0, dates that go back or repeat.
+    """
+    if source in BUILTIN:
+        _, _, date_column, date_format = BUILTIN[source]
+        frame = pd.read_csv(_builtin_path(source))
+        frame = frame.rename(columns={frame.columns[date_column] if isinstance(date_column, int) else date_column:
+                                      "Date"})
+    else:
+        if not Path(source).is_file():
+            raise ValueError(f"env.data: {source}: no such file, and not a built-in series {sorted(BUILTIN)}")
+        frame, date_format = pd.read_csv(source), None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"env.data: {source}: missing column(s) {missing}; needs {list(COLUMNS)}")
+    frame = frame[list(COLUMNS)].reset_index(drop=True)
+    dates = pd.to_datetime(frame["Date"], format=date_format, errors="coerce")
+    for column in COLUMNS:
+        values = dates if column == "Date" else pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() | ((values <= 0) if column in ("Open", "High", "Low", "Close") else False)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raw = frame[column][row]
+            problem = (f"is not a date: {raw}" if column == "Date" else "is NaN" if pd.isna(raw)
+                       else f"is not a number: {raw}" if pd.isna(values[row]) else f"is not > 0: {raw}")
+            raise ValueError(f"env.data: {source} line {row + 2}: {column} {problem}")
+    step = dates.diff().dt.total_seconds().to_numpy()[1:]
+    if (step <= 0).any():
+        row = int(np.flatnonzero(step <= 0)[0]) + 1
+        problem = "repeats the previous row's date" if step[row - 1] == 0 else "is before the previous row's date"
+        raise ValueError(f"env.data: {source} line {row + 2}: Date {dates[row]} {problem} (dates must increase)")
+    return frame.assign(Date=dates)
+
+
+@dataclass
+class Market:
+    """The series of a trading env: log-returns ``[asset, bar]`` (float64, padded with 0; bar 0
+    has none), bars per asset, the first evaluation bar per asset, bars per year per asset."""
+
+    names: list[str]
+    log_returns: torch.Tensor
+    num_bars: torch.Tensor
+    split_bar: torch.Tensor
+    bars_per_year: torch.Tensor
+
+    def window_starts(self, split: str, lookback: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first and last decision bar of a window, per asset: the window reads bars
+        ``d − lookback … d + horizon``, all on one side of the split."""
+        if split == "test":
+            return self.split_bar + lookback, self.num_bars - 1 - horizon
+        return torch.full_like(self.split_bar, lookback), self.split_bar - 1 - horizon
+
+
+@functools.lru_cache(maxsize=8)
+def load_market(data: tuple[str, ...], split: float, lookback: int, horizon: int) -> Market:
+    """Read and check ``data`` (see ``read_series``) for windows of ``lookback`` + ``horizon`` bars.
+
+    Raises:
+        ValueError: a bad file, or a series whose training or evaluation part is shorter than one
+            window (``lookback + horizon + 1`` bars).
+    """
+    frames = [read_series(source) for source in data]
+    closes = [f["Close"].to_numpy(dtype=np.float64) for f in frames]
+    num_bars = torch.tensor([len(c) for c in closes])
+    split_bar = (num_bars * split).long()
+    need = lookback + horizon + 1
+    for source, n, s in zip(data, num_bars.tolist(), split_bar.tolist()):
+        if min(s, n - s) < need:
+            raise ValueError(f"env.data: {source} has {n} rows; with env.split={split} its "
+                             f"{'training' if s < need else 'evaluation'} part ({min(s, n - s)} rows) is shorter "
+                             f"than one window (env.lookback + env.horizon + 1 = {need} rows)")
+    log_returns = torch.zeros(len(closes), int(num_bars.max()), dtype=torch.float64)
+    for i, c in enumerate(closes):
+        log_returns[i, 1:len(c)] = torch.from_numpy(np.diff(np.log(c)))
+    years = [(f["Date"].iloc[-1] - f["Date"].iloc[0]).total_seconds() / (365.25 * 86400) for f in frames]
+    bars_per_year = torch.tensor([(len(c) - 1) / max(y, 1e-9) for c, y in zip(closes, years)], dtype=torch.float64)
+    return Market(list(data), log_returns, num_bars, split_bar, bars_per_year)
+
+
+@ENVS.register("trading", TradingConfig)
+class TradingEnv(TaskEnv):
+    """Batched trading in windows of recorded prices, one window per task.
+
+    A task is ``[asset, d, drift, log_vol]``: the asset's index in ``env.data``, the window's
+    first decision bar d, and (for the oracle and the task conditions) the window's realised
+    drift as a t-statistic Σr / (σ √horizon) and log σ of its log-returns r. At step t the agent
+    sees bar d + t:
+
+    - observation ``[task, episode, lookback + 2]``: the last ``lookback`` log-returns divided by
+      their root mean square (scale-free across assets; never a later bar), the current position,
+      the fraction of the window left; the oracle appends a one-hot asset and (drift, log_vol),
+      which are foresight — an upper bound, not a strategy;
+    - action ``[task, episode, 1]``: the target position, clipped to [-1, 1];
+    - reward ``[task, episode, 1]``: 100 × (p_t r_{d+t+1} − commission |p_t − p_{t−1}|), with
+      p_{−1} = 0: the log-return of the equity in percent, first order in the commission (a
+      backtester charges a factor 1 − c per unit traded where this charges e^{−c});
+    - done after ``horizon`` steps.
+
+    Args:
+        market: the series (``load_market``).
+        num_tasks, episodes_per_task: the batch ``[task, episode]`` (≥ 1 each).
+        horizon: bars per window; lookback: log-returns in the observation; commission: per unit traded.
+        oracle: append the task parameters to the observation.
+        dtype: dtype of observations and rewards.
+
+    Raises:
+        ValueError: if ``num_tasks`` or ``episodes_per_task`` is below 1.
+    """
+
+    task_shape = (4,)
+    statistics = ("annual_return", "sharpe", "sortino", "max_drawdown")
+
+    def __init__(self, market: Market, num_tasks: int, episodes_per_task: int, horizon: int, lookback: int,
+                 commission: float, oracle: bool = False, dtype: torch.dtype = torch.float32):
+        super().__init__(num_tasks, episodes_per_task, oracle)
+        self.market, self.horizon, self.lookback, self.commission = market, horizon, lookback, commission
+        self.dtype_ = dtype
+        shape = self.batch_size
+        obs_dim = lookback + 2 + (len(market.names) + 2 if oracle else 0)
+        self.observation_spec = Composite(observation=Unbounded(shape=(*shape, obs_dim), dtype=dtype), shape=shape)
+        self.action_spec = Bounded(-1.0, 1.0, shape=(*shape, 1), dtype=dtype)
+        self.reward_spec = Unbounded(shape=(*shape, 1), dtype=dtype)
+        self.t = 0
+        self.position = torch.zeros(*shape, dtype=torch.float64)
+        self._windows()
+
+    @classmethod
+    def from_config(cls, config: TradingConfig, num_tasks, episodes_per_task, oracle, threads, generator):
+        market = load_market(tuple(config.data), config.split, config.lookback, config.horizon)
+        return cls(market, num_tasks, episodes_per_task, config.horizon, config.lookback, config.commission, oracle)
+
+    def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
+        """Windows ``[num_tasks, 4]``: an asset uniformly, then a first decision bar uniformly among
+        those of ``split`` (``"train"``: the first part of the series, ``"test"``: the rest)."""
+        first, last = self.market.window_starts(split, self.lookback, self.horizon)
+        asset = torch.randint(len(self.market.names), (num_tasks,), generator=generator)
+        u = torch.rand(num_tasks, generator=generator, dtype=torch.float64)
+        start = first[asset] + (u * (last[asset] - first[asset] + 1)).long()
+        bars = start[:, None] + 1 + torch.arange(self.horizon)
+        r = self.market.log_returns[asset[:, None], bars]
+        sigma = r.std(dim=1).clamp_min(1e-12)
+        drift = r.sum(dim=1) / (sigma * math.sqrt(self.horizon))
+        return torch.stack([asset.double(), start.double(), drift, sigma.log()], dim=1)
+
+    @classmethod
+    def task_conditions(cls, tasks: torch.Tensor) -> list[str]:
+        """The window's regime: ``"up"`` or ``"down"`` by the sign of its drift."""
+        return ["up" if d >= 0 else "down" for d in tasks[:, 2].tolist()]
+
+    def set_tasks(self, tasks: torch.Tensor) -> None:
+        """Set the windows, ``[num_tasks, 4]`` (``sample_tasks``).
+
+        Raises:
+            ValueError: if the shape is not ``[num_tasks, 4]``.
+        """
+        super().set_tasks(tasks)
+        self._windows()
+
+    def _windows(self) -> None:
+        """Per task: the observed returns at each step ``[task, horizon + 1, lookback]`` and the
+        returns earned ``[task, horizon]``."""
+        asset, start = self.tasks[:, 0].long(), self.tasks[:, 1].long()
+        steps = start[:, None] + torch.arange(self.horizon + 1)  # the bar of each decision (and the last close)
+        seen = steps[:, :, None] - torch.arange(self.lookback - 1, -1, -1)
+        returns = self.market.log_returns
+        self.seen = returns[asset[:, None, None], seen]
+        self.earned = returns[asset[:, None], steps[:, 1:]]
+        self.asset, self.start = asset, start
+
+    def _observation(self) -> torch.Tensor:
+        seen = self.seen[:, self.t]
+        scaled = seen / seen.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
+        parts = [scaled[:, None].expand(*self.batch_size, -1), self.position[..., None],
+                 torch.full((*self.batch_size, 1), 1 - self.t / self.horizon, dtype=torch.float64)]
+        if self.oracle:
+            one_hot = torch.nn.functional.one_hot(self.asset, len(self.market.names)).double()
+            parts.append(torch.cat([one_hot, self.tasks[:, 2:]], -1)[:, None].expand(*self.batch_size, -1))
+        return torch.cat(parts, -1).to(self.dtype_)
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        self.t = 0
+        self.position = torch.zeros(*self.batch_size, dtype=torch.float64)
+        done = torch.zeros(*self.batch_size, 1, dtype=torch.bool)
+        return TensorDict({"observation": self._observation(), "done": done, "terminated": done.clone()},
+                          batch_size=self.batch_size)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if self.t >= self.horizon:
+            raise RuntimeError(f"the window has {self.horizon} bars; reset the env before stepping again")
+        position = tensordict["action"][..., 0].double().clamp(-1.0, 1.0)
+        pnl = position * self.earned[:, self.t, None] - self.commission * (position - self.position).abs()
+        self.position, self.t = position, self.t + 1
+        done = torch.full((*self.batch_size, 1), self.t == self.horizon, dtype=torch.bool)
+        return TensorDict({"observation": self._observation(), "reward": (PERCENT * pnl)[..., None].to(self.dtype_),
+                           "done": done, "terminated": done.clone()}, batch_size=self.batch_size)
+
+    def _set_seed(self, seed: int | None) -> None:  # recorded prices: nothing random
+        return None
+
+    def benchmarks(self) -> dict[str, torch.Tensor]:
+        """Rewards ``[task, horizon]`` of buy-and-hold (long from the first bar, one commission) and
+        of staying flat, on the current windows, in the env's units."""
+        hold = self.earned.clone()
+        hold[:, 0] -= self.commission
+        return {"buy-and-hold": PERCENT * hold, "flat": torch.zeros_like(hold)}
+
+    def episode_statistics(self, episodes: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Backtest statistics of every episode ``[task, episode]`` from its per-bar P&L, computed
+        with empyrical: ``annual_return`` and ``max_drawdown`` (fractions), ``sharpe`` and
+        ``sortino`` (annualised with the asset's bars per year, risk-free rate 0)."""
+        return backtest_statistics(episodes["reward"], self.market.bars_per_year[self.asset])
+
+
+def backtest_statistics(rewards: torch.Tensor, bars_per_year: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Backtest statistics of P&L series ``rewards`` ``[task, ..., time]`` (percent log-returns per
+    bar), annualised per task with ``bars_per_year`` ``[task]``: ``{name: [task, ...]}``. A ratio
+    that is undefined (a series without variance or without a losing bar) is reported as 0."""
+    simple = np.expm1(rewards.double().numpy() / PERCENT)
+    lead = simple.shape[:-1]
+    out = {name: np.zeros(lead) for name in TradingEnv.statistics}
+    for year in bars_per_year.unique().tolist():  # one call per asset frequency, every series of it at once
+        rows = (bars_per_year == year).numpy()
+        series = simple[rows].reshape(-1, simple.shape[-1]).T  # [time, series]
+        values = {"annual_return": empyrical.annual_return(series, annualization=year),
+                  "sharpe": empyrical.sharpe_ratio(series, annualization=year),
+                  "sortino": empyrical.sortino_ratio(series, annualization=year),
+                  "max_drawdown": empyrical.max_drawdown(series)}
+        for name, value in values.items():
+            out[name][rows] = np.asarray(value, dtype=np.float64).reshape(-1, *lead[1:])
+    return {name: torch.from_numpy(np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)) for name, v in out.items()}

@@ -1,0 +1,244 @@
+"""The trading task family: its equity against backtesting.py, no look-ahead, out-of-sample windows,
+bad data rejected before any work, backtest statistics against empyrical, and a CLI run that trains
+a PPO agent and backtests it against buy-and-hold."""
+
+import json
+import warnings
+
+import empyrical
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from backtesting import Strategy
+from backtesting.lib import FractionalBacktest
+
+from maml_rl.envs.trading import PERCENT, TradingEnv, backtest_statistics, load_market, read_series
+from maml_rl.run.evaluation import held_out_tasks
+
+from .conftest import composed
+from .test_cli import run_cli, runs_in
+
+SMALL = ["env=trading", "env.horizon=20", "meta_batch_size=3", "episodes_per_task=2", "num_iterations=2",
+         "checkpoint_every=1", "policy.hidden_sizes=[8,8]", "threads=1"]
+
+
+def play(env: TradingEnv, positions: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Step ``env`` (one task, one episode) through ``positions`` ``[time]``: rewards ``[time]`` and observations."""
+    td, rewards, observations = env.reset(), [], []
+    for p in positions.tolist():
+        observations.append(td["observation"][0, 0].clone())
+        td["action"] = torch.tensor([[[p]]])
+        td = env.step(td)["next"]
+        rewards.append(td["reward"][0, 0, 0].double())
+    return torch.stack(rewards), observations
+
+
+def test_equity_matches_backtesting_py_for_the_same_positions():
+    """Long/flat positions on GOOG through backtesting.py (orders filled at the bar's close, fractional
+    units, commission 0.1 % of each fill): the env's equity exp(Σ reward / 100) is the backtester's to
+    1e-5 — the difference is the commission's convention, e^{−c} per unit traded vs 1 − c."""
+    horizon, lookback, start, commission = 60, 5, 300, 0.001
+    positions = torch.tensor([float((t // 7) % 2 == 0) for t in range(horizon)])  # 7 bars long, 7 flat, ...
+    planned = np.zeros(2200)
+    planned[start:start + horizon] = positions.numpy()
+
+    class Follow(Strategy):
+        def init(self):
+            pass
+
+        def next(self):
+            wanted = planned[len(self.data) - 1]
+            if wanted > 0 and not self.position:
+                self.buy()
+            elif wanted == 0 and self.position:
+                self.position.close()
+
+    prices = read_series("GOOG").set_index("Date")[["Open", "High", "Low", "Close", "Volume"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # backtesting.py's notes on fractional units
+        stats = FractionalBacktest(prices, Follow, cash=1e6, commission=commission, trade_on_close=True,
+                                   fractional_unit=1e-8).run()
+    assert stats["# Trades"] == 5
+    equity = stats._equity_curve["Equity"].to_numpy()
+    reference = equity[start + 1:start + horizon + 1] / equity[start]
+    env = TradingEnv(load_market(("GOOG",), 0.8, lookback, horizon), 1, 1, horizon, lookback, commission)
+    env.set_tasks(torch.tensor([[0.0, start, 0.0, 0.0]], dtype=torch.float64))
+    rewards, _ = play(env, positions)
+    ours = torch.exp(rewards.cumsum(0) / PERCENT).numpy()
+    np.testing.assert_allclose(ours, reference, rtol=1e-5)
+    assert abs(ours[-1] - 1) > 0.05  # the window moved: the check compares more than two flat lines
+
+
+def test_observations_never_see_a_later_bar(tmp_path):
+    """Two files equal up to bar t0 and different after it give the same observations up to t0."""
+    frame = read_series("GOOG").iloc[:600]
+    changed = frame.copy()
+    t0 = 330
+    rng = np.random.default_rng(0)
+    changed.loc[t0 + 1:, ["Open", "High", "Low", "Close"]] *= rng.uniform(0.5, 1.5, (len(frame) - t0 - 1, 1))
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for f, path in zip((frame, changed), paths):
+        f.to_csv(path, index=False)
+    horizon, lookback, start = 40, 10, 310
+    observed = []
+    for path in paths:
+        env = TradingEnv(load_market((str(path),), 0.8, lookback, horizon), 1, 1, horizon, lookback, 0.001)
+        env.set_tasks(torch.tensor([[0.0, start, 0.0, 0.0]], dtype=torch.float64))
+        observed.append(play(env, torch.linspace(-1, 1, horizon))[1])
+    seen = t0 - start  # the decisions at bars start .. t0
+    for t in range(seen + 1):
+        torch.testing.assert_close(observed[0][t], observed[1][t], rtol=0, atol=0)
+    assert not torch.equal(observed[0][seen + 1], observed[1][seen + 1])  # the change shows from the next bar
+
+
+def test_training_and_test_windows_lie_on_their_side_of_the_split():
+    horizon, lookback = 100, 10
+    market = load_market(("GOOGL", "EURUSD_1H"), 0.8, lookback, horizon)
+    env = TradingEnv(market, 1, 1, horizon, lookback, 0.001)
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        tasks = env.sample_tasks(4000, g, split=split)
+        asset, start = tasks[:, 0].long(), tasks[:, 1].long()
+        first_bar, last_bar = start - lookback, start + horizon  # every close the window reads
+        if split == "train":
+            assert (first_bar >= 0).all() and (last_bar < market.split_bar[asset]).all()
+        else:
+            assert (first_bar >= market.split_bar[asset]).all() and (last_bar < market.num_bars[asset]).all()
+        assert set(asset.tolist()) == {0, 1}
+        # the windows reach both ends of their part
+        assert (first_bar == (0 if split == "train" else market.split_bar[asset])).any()
+        assert (last_bar == (market.split_bar[asset] - 1 if split == "train" else market.num_bars[asset] - 1)).any()
+
+
+def test_evaluation_draws_held_out_windows():
+    cfg = composed("env=trading", "eval.num_tasks=500")
+    tasks = held_out_tasks(cfg)
+    market = load_market(tuple(cfg.env.data), cfg.env.split, cfg.env.lookback, cfg.env.horizon)
+    assert (tasks[:, 1] - cfg.env.lookback >= market.split_bar[tasks[:, 0].long()]).all()
+
+
+def test_the_oracle_sees_the_asset_and_the_windows_drift():
+    market = load_market(("GOOGL", "EURUSD_1H"), 0.8, 10, 100)
+    env = TradingEnv(market, 3, 2, 100, 10, 0.001, oracle=True)
+    tasks = env.sample_tasks(3, torch.Generator().manual_seed(1))
+    env.set_tasks(tasks)
+    obs = env.reset()["observation"]
+    assert obs.shape == (3, 2, 10 + 2 + 2 + 2)
+    torch.testing.assert_close(obs[:, 0, 12:14], torch.nn.functional.one_hot(tasks[:, 0].long(), 2).float())
+    torch.testing.assert_close(obs[:, 0, 14:], tasks[:, 2:].float())
+    hold = env.benchmarks()["buy-and-hold"].sum(1) / PERCENT + 0.001  # buy-and-hold earns the window's drift
+    torch.testing.assert_close(hold, tasks[:, 2] * tasks[:, 3].exp() * 10)
+
+
+def test_backtest_statistics_are_empyricals_per_series_and_frequency():
+    """Series of two assets with different bars per year, scored at once, equal empyrical on each alone."""
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.randn(3, 2, 50, generator=g, dtype=torch.float64) + 0.05
+    bars_per_year = torch.tensor([252.0, 6000.0, 252.0], dtype=torch.float64)
+    stats = backtest_statistics(rewards, bars_per_year)
+    for task in range(3):
+        for episode in range(2):
+            simple = np.expm1(rewards[task, episode].numpy() / PERCENT)
+            year = bars_per_year[task].item()
+            assert stats["sharpe"][task, episode].item() == pytest.approx(empyrical.sharpe_ratio(simple, annualization=year))
+            assert stats["sortino"][task, episode].item() == pytest.approx(empyrical.sortino_ratio(simple, annualization=year))
+            assert stats["annual_return"][task, episode].item() == pytest.approx(
+                empyrical.annual_return(simple, annualization=year))
+            assert stats["max_drawdown"][task, episode].item() == pytest.approx(empyrical.max_drawdown(simple))
+
+
+def _write(tmp_path, name: str, frame: pd.DataFrame) -> str:
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _bad_files(tmp_path) -> dict[str, tuple[str, str]]:
+    good = read_series("GOOG").iloc[:400].assign(Date=lambda f: f["Date"].dt.strftime("%Y-%m-%d"))
+    nan = good.copy()
+    nan.loc[7, "Close"] = np.nan
+    unsorted = good.copy()
+    unsorted.loc[[20, 21], "Date"] = unsorted.loc[[21, 20], "Date"].to_numpy()
+    duplicate = good.copy()
+    duplicate.loc[31, "Date"] = duplicate.loc[30, "Date"]
+    negative = good.copy()
+    negative.loc[12, "Open"] = -1.0
+    return {
+        "missing column": (_write(tmp_path, "no_close.csv", good.drop(columns="Close")), "missing column(s) ['Close']"),
+        "NaN": (_write(tmp_path, "nan.csv", nan), "line 9: Close is NaN"),
+        "unsorted": (_write(tmp_path, "unsorted.csv", unsorted), "line 23: Date"),
+        "duplicate": (_write(tmp_path, "duplicate.csv", duplicate), "line 33: Date"),
+        "price": (_write(tmp_path, "negative.csv", negative), "line 14: Open is not > 0: -1.0"),
+        "short": (_write(tmp_path, "short.csv", good.iloc[:150]), "evaluation part (30 rows) is shorter than one window"),
+    }
+
+
+@pytest.mark.parametrize("problem", ["missing column", "NaN", "unsorted", "duplicate", "price", "short"])
+def test_a_bad_data_file_is_named_with_its_line_and_problem(tmp_path, problem):
+    path, expected = _bad_files(tmp_path)[problem]
+    with pytest.raises(ValueError) as err:
+        load_market((path,), 0.8, 10, 100)
+    message = str(err.value)
+    assert message.startswith(f"env.data: {path}") and expected in message and "\n" not in message
+    if problem == "unsorted":
+        assert "before the previous row's date" in message
+    if problem == "duplicate":
+        assert "repeats the previous row's date" in message
+
+
+def test_the_cli_rejects_a_bad_file_before_any_work(tmp_path):
+    path, _ = _bad_files(tmp_path)["NaN"]
+    proc = run_cli(tmp_path, "env=trading", f"env.data=[GOOGL,{path}]")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"maml_rl: invalid config: env.data: {path} line 9: Close is NaN"
+    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.rglob("*.pt"))
+    assert not list(tmp_path.rglob("maml_rl.log"))  # the launch dir Hydra made is gone
+
+
+@pytest.fixture(scope="module")
+def trading_runs(tmp_path_factory):
+    """A PPO agent (pretrained: no inner loop) and MAML trained briefly, then backtested together."""
+    cwd = tmp_path_factory.mktemp("trading")
+    for baseline in ("pretrained", "maml"):
+        proc = run_cli(cwd, *SMALL, "algorithm=ppo", f"baseline={baseline}", f"hydra.run.dir={baseline}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli(cwd, *SMALL, "mode=evaluate", f"eval.checkpoints=[{cwd / 'maml'},{cwd / 'pretrained'}]",
+                   "eval.num_tasks=4", "eval.num_steps=1", "eval.episodes_per_task=2", "hydra.run.dir=evaluation")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd, proc
+
+
+def test_training_tracks_backtest_metrics(trading_runs):
+    cwd, _ = trading_runs
+    (run,) = [r for r in runs_in(cwd / "mlflow.db") if r.data.tags.get("baseline") == "pretrained"]
+    for name in TradingEnv.statistics:
+        assert np.isfinite(run.data.metrics[f"train/backtest/{name}_post"])
+    assert run.data.tags["algorithm"] == "ppo"
+
+
+def test_the_backtest_compares_methods_with_buy_and_hold_out_of_sample(trading_runs):
+    cwd, proc = trading_runs
+    results = json.loads((cwd / "evaluation" / "results.json").read_text())
+    assert set(results) == {"maml", "pretrained", "random", "buy-and-hold", "flat"}
+    for method in ("maml", "pretrained", "random"):
+        assert set(results[method]) == {"0", "1"}
+        for row in results[method].values():
+            assert set(row["backtest"]) == {"return", *TradingEnv.statistics}
+    assert results["flat"]["0"]["backtest"]["return"]["mean"] == 0.0
+    assert results["buy-and-hold"]["0"]["backtest"]["max_drawdown"]["mean"] < 0  # prices fell somewhere
+    assert "sharpe" in proc.stdout and "buy-and-hold" in proc.stdout
+    (evaluation,) = [r for r in runs_in(cwd / "mlflow.db") if r.data.tags.get("mode") == "evaluate"]
+    assert "backtest/sharpe_maml" in evaluation.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").list_artifacts(evaluation.info.run_id)}
+    assert {"equity_curves.png", "adaptation_curve.png", "results.csv"} <= artifacts
+    header = (cwd / "evaluation" / "results.csv").read_text().splitlines()[0]
+    assert "bt_sharpe" in header and "bt_max_drawdown_ci95" in header
+
+
+def test_the_trading_preset_trains_three_ppo_agents_and_backtests_them():
+    cfg = composed("experiment=trading", hydra=True)
+    assert (cfg.env.name, cfg.algorithm.name) == ("trading", "ppo")
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params.baseline == "maml,pretrained,oracle"
+    assert cfg.hydra.callbacks.evaluate_sweep._target_.endswith("EvaluateSweep") and cfg.eval.lr_grid
