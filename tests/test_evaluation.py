@@ -63,10 +63,10 @@ def test_a_checkpoint_is_evaluated_in_the_action_space_it_was_trained_in(tmp_pat
     candidate = load_candidate(str(tmp_path), cfg, "")
     assert not candidate.normalize_actions
     tasks = Navigation2DEnv.sample_tasks(3, evaluation_generator(0))
-    curve = adaptation_curve(candidate, cfg, tasks, [0.1], evaluation_generator(1))[0]
-    assert torch.equal(curve, adaptation_curve(candidate, raw, tasks, [0.1], evaluation_generator(1))[0])
+    curve = adaptation_curve(candidate, cfg, tasks, [0.1], evaluation_generator(1)).returns
+    assert torch.equal(curve, adaptation_curve(candidate, raw, tasks, [0.1], evaluation_generator(1)).returns)
     normalised = dataclasses.replace(candidate, normalize_actions=True)
-    assert not torch.equal(curve, adaptation_curve(normalised, cfg, tasks, [0.1], evaluation_generator(1))[0])
+    assert not torch.equal(curve, adaptation_curve(normalised, cfg, tasks, [0.1], evaluation_generator(1)).returns)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     del state["config"]["env"]["normalize_actions"]  # as written before these keys existed
     del state["config"]["inner"]["estimator"]
