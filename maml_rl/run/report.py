@@ -175,7 +175,7 @@ def plot_activation(table: dict[str, dict[str, float]], title: str, path: Path) 
     """A heatmap of ``{part: {condition: activation}}`` (e.g. experts × task condition) saved to ``path``."""
     rows, columns = list(table), sorted({c for values in table.values() for c in values})
     data = torch.tensor([[table[r].get(c, float("nan")) for c in columns] for r in rows])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(columns), 1.2 + 0.5 * len(rows)))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 + 1.1 * len(columns)), 1.2 + 0.5 * len(rows)))  # room for the title
     image = ax.imshow(data.numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (i, j), value in zip(((i, j) for i in range(len(rows)) for j in range(len(columns))), data.flatten().tolist()):
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w" if value < 0.6 else "k", fontsize=8)
