@@ -39,7 +39,7 @@ PERCENT = 100.0  # rewards are in percent of log-return: a window's return reads
 
 @dataclass
 class TradingConfig(EnvConfig):
-    """``env=trading``: windows of ``horizon`` bars (default 100), 20 tasks × 20 episodes, α = 0.1.
+    """``env=trading``: windows of ``horizon`` bars (default 100), 20 tasks × 20 episodes, α = 1.
 
     ``data``: built-in series (``GOOGL`` daily 2009–2018 and ``EURUSD_1H`` hourly 2017, from
     gym-anytrading; ``GOOG``, ``EURUSD``, ``BTCUSD`` from backtesting.py) or CSV paths with
@@ -55,7 +55,8 @@ class TradingConfig(EnvConfig):
     lookback: int = 10
     commission: float = 0.001
     split: float = 0.8
-    eval_lr: list[float] = field(default_factory=lambda: [0.1])
+    inner_lr: float = 1.0  # at 0.1 one step barely moves a position; see docs/trading.md
+    eval_lr: list[float] = field(default_factory=lambda: [1.0])
     eval_episodes_per_task: int = 20
     rules: ClassVar[dict] = {
         **EnvConfig.rules,
