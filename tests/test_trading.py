@@ -201,10 +201,9 @@ def test_the_cli_rejects_a_bad_file_before_any_work(tmp_path):
 def trading_runs(tmp_path_factory):
     """A PPO agent (pretrained: no inner loop) and MAML trained briefly, then backtested together."""
     cwd = tmp_path_factory.mktemp("trading")
-    for baseline in ("pretrained", "maml"):
-        proc = run_cli(cwd, *SMALL, "algorithm=ppo", f"baseline={baseline}", f"hydra.run.dir={baseline}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_cli(cwd, *SMALL, "mode=evaluate", f"eval.checkpoints=[{cwd / 'maml'},{cwd / 'pretrained'}]",
+    proc = run_cli(cwd, "--multirun", *SMALL, "algorithm=ppo", "baseline=pretrained,maml", "hydra.sweep.dir=sweep")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli(cwd, *SMALL, "mode=evaluate", f"eval.sweep_dir={cwd / 'sweep'}",
                    "eval.num_tasks=4", "eval.num_steps=1", "eval.episodes_per_task=2", "hydra.run.dir=evaluation")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd, proc
@@ -212,7 +211,8 @@ def trading_runs(tmp_path_factory):
 
 def test_training_tracks_backtest_metrics(trading_runs):
     cwd, _ = trading_runs
-    (run,) = [r for r in runs_in(cwd / "mlflow.db") if r.data.tags.get("baseline") == "pretrained"]
+    (run,) = [r for r in runs_in(cwd / "mlflow.db") if r.data.tags.get("baseline") == "pretrained"
+              and r.data.tags.get("mode") == "train"]
     for name in TradingEnv.statistics:
         assert np.isfinite(run.data.metrics[f"train/backtest/{name}_post"])
     assert run.data.tags["algorithm"] == "ppo"
