@@ -119,6 +119,17 @@ def test_evaluation_draws_held_out_windows():
     assert (tasks[:, 1] - cfg.env.lookback >= market.split_bar[tasks[:, 0].long()]).all()
 
 
+def test_a_position_beyond_one_is_clipped_and_charged_as_one():
+    market = load_market(("GOOG",), 0.8, 5, 10)
+    env = TradingEnv(market, 1, 1, 10, 5, 0.001)
+    env.set_tasks(torch.tensor([[0.0, 300, 0.0, 0.0]], dtype=torch.float64))
+    rewards, observations = play(env, torch.tensor([3.0, -2.5] + [0.0] * 8))
+    r = market.log_returns[0, 301:303]
+    expected = PERCENT * torch.stack([r[0] - 0.001, -r[1] - 0.002])  # +1, then -1 (a change of 2)
+    torch.testing.assert_close(rewards[:2], expected, rtol=1e-6, atol=1e-6)
+    assert observations[1][5].item() == 1.0 and observations[2][5].item() == -1.0  # the position seen next
+
+
 def test_the_oracle_sees_the_asset_and_the_windows_drift():
     market = load_market(("GOOGL", "EURUSD_1H"), 0.8, 10, 100)
     env = TradingEnv(market, 3, 2, 100, 10, 0.001, oracle=True)

@@ -142,23 +142,24 @@ def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor,
     return Curve(batch.returns(), paths, activation, batch.adaptation.params)
 
 
+def scores(env, episodes: TensorDict) -> dict[str, torch.Tensor]:
+    """The return and the env family's ``episode_statistics`` of one episode per task, ``{name: [task]}``."""
+    return {"return": episode_returns(episodes)[:, 0], **{k: v[:, 0] for k, v in env.episode_statistics(episodes).items()}}
+
+
 def backtest(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor,
              params: list[dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The deterministic policy (its mode) of every θ_k on one episode per task, scored by the env
-    family's ``episode_statistics`` (a trading backtest: annual return, Sharpe, …) and its return.
+    """The deterministic policy (its mode) of every θ_k on one episode per task, scored by ``scores``
+    (a trading backtest: return, annual return, Sharpe, …).
 
-    Returns ``{statistic: [K + 1, task]}`` (with ``"return"``) and the rewards ``[K + 1, task, time]``.
+    Returns ``{statistic: [K + 1, task]}`` and the rewards ``[K + 1, task, time]``.
     """
     env = build_env(cfg, tasks.shape[0], 1, candidate.oracle, None, candidate.normalize_actions)
     sampler = build_sampler(cfg, env, candidate.policy, torch.Generator())
     sampler.set_tasks(tasks)
-    stats, rewards = [], []
-    for theta in params:
-        episodes = sampler(theta, deterministic=True)
-        stats.append({"return": episode_returns(episodes)[:, 0],
-                      **{k: v[:, 0] for k, v in env.episode_statistics(episodes).items()}})
-        rewards.append(episodes["reward"][:, 0])
-    return {k: torch.stack([s[k] for s in stats]) for k in stats[0]}, torch.stack(rewards)
+    runs = [sampler(theta, deterministic=True) for theta in params]
+    stats = [scores(env, episodes) for episodes in runs]
+    return {k: torch.stack([s[k] for s in stats]) for k in stats[0]}, torch.stack([e["reward"][:, 0] for e in runs])
 
 
 def benchmark_backtests(cfg: DictConfig, tasks: torch.Tensor) -> dict[str, tuple[dict[str, torch.Tensor], torch.Tensor]]:
@@ -170,10 +171,20 @@ def benchmark_backtests(cfg: DictConfig, tasks: torch.Tensor) -> dict[str, tuple
     for name, rewards in env.benchmarks().items():
         episodes = TensorDict({"reward": rewards[:, None], "mask": torch.ones_like(rewards[:, None])},
                               batch_size=rewards[:, None].shape)
-        stats = {"return": episode_returns(episodes)[:, 0],
-                 **{k: v[:, 0] for k, v in env.episode_statistics(episodes).items()}}
-        out[name] = ({k: v[None] for k, v in stats.items()}, rewards[None])
+        out[name] = ({k: v[None] for k, v in scores(env, episodes).items()}, rewards[None])
     return out
+
+
+def add_backtests(results: dict, tests: dict, cfg: DictConfig, tasks: torch.Tensor) -> None:
+    """Rows for the benchmarks, and ``backtest`` = ``{statistic: {"mean", "ci95", ...}}`` on every row of
+    ``results`` from ``tests`` (``{label: [backtest(...) per seed]}``, extended with the benchmarks)."""
+    for name, run in benchmark_backtests(cfg, tasks).items():
+        results[name] = summarize(run[0]["return"])
+        tests[name] = [run]
+    for label, runs in tests.items():
+        for k, row in results[label].items():
+            row["backtest"] = {name: summarize(torch.cat([s[name][k:k + 1] for s, _ in runs], dim=1))[0]
+                               for name in runs[0][0]}
 
 
 def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int) -> list[float]:
@@ -325,14 +336,7 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dic
         for k in range(1, len(results[label])):
             results[label][k]["lr"] = [seed_lrs[k - 1] for seed_lrs in lrs[label]]
     if env.statistics:
-        benchmarks = benchmark_backtests(cfg, tasks)
-        for name, (stats, _) in benchmarks.items():
-            results[name] = summarize(stats["return"])
-        tests.update({name: [b] for name, b in benchmarks.items()})
-        for label, runs in tests.items():
-            for k, row in results[label].items():
-                row["backtest"] = {name: summarize(torch.cat([s[name][k:k + 1] for s, _ in runs], dim=1))[0]
-                                   for name in runs[0][0]}
+        add_backtests(results, tests, cfg, tasks)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(results, out_dir)
     title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"
