@@ -24,6 +24,7 @@ from ..config import SEED_LIMIT
 from ..core.checkpoint import load_checkpoint
 from ..core.maml import Adaptation
 from ..core.sampler import episode_returns
+from ..envs import ENVS
 from ..policies import Policy, policy_from_state
 from .build import build_env, build_learner, build_sampler, flatten, initial_policy, resolve_checkpoint, task_conditions
 from .report import metric_name, plot_activation, plot_curves, plot_equity, plot_trajectories, summarize, write_tables
@@ -314,7 +315,7 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dic
     ``trajectories.png``, for a backtest ``equity_curves.png``, and for a policy with parts (a
     mixture's experts) ``activation_<label>_s<seed>.png`` to ``out_dir``.
     """
-    env = build_env(cfg, 1, 1, False)
+    backtests = bool(ENVS[cfg.env.name].cls.statistics)  # the family reports episode statistics (trading)
     tasks = held_out_tasks(cfg)
     curves, paths, lrs, tests = {}, {}, {}, {}
     for c in candidates:
@@ -328,14 +329,14 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dic
         lrs.setdefault(c.label, []).append(step_sizes)
         if step_sizes:  # the trajectories before and after adaptation
             paths.setdefault(c.label, curve.paths)
-        if env.statistics:
+        if backtests:
             tests.setdefault(c.label, []).append(backtest(c, cfg, tasks, curve.params))
     results = {}
     for label, rows in curves.items():
         results[label] = summarize(torch.cat(rows, dim=1), len(rows))
         for k in range(1, len(results[label])):
             results[label][k]["lr"] = [seed_lrs[k - 1] for seed_lrs in lrs[label]]
-    if env.statistics:
+    if backtests:
         add_backtests(results, tests, cfg, tasks)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(results, out_dir)

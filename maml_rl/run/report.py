@@ -129,11 +129,12 @@ def curves_figure(results: dict, num_steps: int, title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ks = torch.arange(num_steps + 1, dtype=torch.float64)
     adapted = [m for m, rows in results.items() if len(rows) > 1 or num_steps == 0]
+    fixed = [m for m in results if m not in adapted]
     for i, (method, rows) in enumerate(results.items()):
         n = rows[0]["n_tasks"] * rows[0].get("n_seeds", 1)
         if method not in adapted:  # the oracle, a benchmark: one line each, told apart by their style
             mean, ci = rows[0]["mean"], rows[0]["ci95"]
-            style = ["--", ":", "-.", (0, (5, 1))][(i - len([m for m in adapted if m in list(results)[:i]])) % 4]
+            style = ["--", ":", "-.", (0, (5, 1))][fixed.index(method) % 4]
             ax.axhline(mean, color="k", linestyle=style, label=f"{method} (no adaptation, n={n})")
             ax.axhspan(mean - ci, mean + ci, color="k", alpha=0.1)
             continue
