@@ -101,3 +101,26 @@ def test_lvc_takes_the_same_step_and_adds_the_sampling_curvature(tiny_policy):
     # (I − α H_lvc) g − (I − α H_maml) g with H_lvc = H_maml − mean_t Â_t s_t s_tᵀ
     assert (0.5 * curvature @ query_grad).abs().max() > 1e-3  # a term that matters
     torch.testing.assert_close(grads["lvc"] - grads["maml"], 0.5 * curvature @ query_grad, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "moe"])
+def test_task_chunks_change_no_value(kind):
+    """The policy evaluates the task dim in cache-sized chunks: one task per chunk gives the
+    meta-gradient and the second-order terms of one whole batch (float64, two inner steps)."""
+    policy = make_policy(kind)
+    supports = [random_episodes(policy, seed=s) for s in range(2)]
+    query = random_episodes(policy, seed=10)
+    objective = make_objective(policy, supports, query, lr=0.5, estimator="lvc")
+    theta = policy.params()
+
+    def gradients():
+        surrogate, kl = objective.surrogate_and_kl(objective.adapt(theta).adapted)
+        grads = torch.autograd.grad(surrogate + kl, list(theta.values()), create_graph=True)
+        return flat(grads), flat(torch.autograd.grad(flat(grads).pow(2).sum(), list(theta.values())))
+
+    whole = gradients()
+    policy.chunk_rows = 1  # one task per chunk
+    dist = policy.distribution({k: v.expand(3, *v.shape) for k, v in theta.items()}, query["observation"])
+    assert type(dist["loc"].grad_fn).__name__ == "CatBackward0"  # the chunked path ran
+    for chunked, expected in zip(gradients(), whole):
+        torch.testing.assert_close(chunked, expected, rtol=1e-12, atol=1e-14)

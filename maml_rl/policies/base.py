@@ -127,6 +127,14 @@ class ObservationNormalizer(nn.Module):
         self.count.fill_(total)
 
 
+CHUNK_ELEMENTS = 2 ** 20  # activations per chunk: 4 MB of float32, a slice that stays in the CPU's cache
+
+
+def rows_per_chunk(width: int) -> int:
+    """Rows per vmapped chunk for a network whose widest layer has ``width`` units."""
+    return max(1, CHUNK_ELEMENTS // max(1, width))
+
+
 class FunctionalPolicy(nn.Module):
     """Shared plumbing of the policies: θ as a dict, one copy per task through ``vmap``, and an
     optional ``ObservationNormalizer`` in front of the network.
@@ -135,6 +143,8 @@ class FunctionalPolicy(nn.Module):
     methods (``sample``, ``mode``, ``log_prob``, ``kl``, ``entropy``, ``diagnostics``); by default
     the inner loop adapts every parameter and the outer objective has no penalty.
     """
+
+    chunk_rows = 8192  # rows per vmapped chunk; a subclass sets it with ``rows_per_chunk`` of its widest layer
 
     def __init__(self, obs_dim: int, act_dim: int, normalize_observations: bool, **kwargs: Any):
         super().__init__()
@@ -150,7 +160,21 @@ class FunctionalPolicy(nn.Module):
         return dict(self.named_parameters())
 
     def distribution(self, params: Params, obs: torch.Tensor) -> Dist:
-        return vmap(lambda p, o: functional_call(self, p, (o,)))(params, obs)
+        """π_θi for every task, vmapped over the task dim in chunks of at most ``chunk_rows`` rows.
+
+        Each chunk is its own node of the graph, so every op — forward, backward and the double
+        backward of the inner loop — touches a cache-sized slice: one [80 tasks × 2,000 steps ×
+        100] activation is 64 MB, past a 32 MB L3, and elementwise ops then run at memory speed
+        (docs/speed.md). Tasks are independent, so chunking changes no value.
+        """
+        call = vmap(lambda p, o: functional_call(self, p, (o,)))
+        num_tasks, rows_per_task = obs.shape[0], obs[0].numel() // obs.shape[-1]
+        step = max(1, self.chunk_rows // max(1, rows_per_task))
+        if step >= num_tasks:
+            return call(params, obs)
+        parts = [call({k: v[i:i + step] for k, v in params.items()}, obs[i:i + step])
+                 for i in range(0, num_tasks, step)]
+        return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
     def observe(self, obs: torch.Tensor, mask: torch.Tensor) -> None:
         if self.obs_norm is not None:

@@ -11,7 +11,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from ..core.params import Dist
-from .base import POLICIES, FunctionalPolicy, PolicyConfig
+from .base import POLICIES, FunctionalPolicy, PolicyConfig, rows_per_chunk
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -106,6 +106,7 @@ class GaussianMLPPolicy(DiagonalGaussian, FunctionalPolicy):
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+        self.chunk_rows = rows_per_chunk(max(hidden_sizes))
 
     def forward(self, obs: torch.Tensor) -> Dist:
         """The distribution for observations ``[..., obs_dim]`` of one parameter copy."""

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..core.params import Dist
 from ..core.sampler import episode_returns
-from .base import POLICIES, FunctionalPolicy, PolicyConfig
+from .base import POLICIES, FunctionalPolicy, PolicyConfig, rows_per_chunk
 from .gaussian_mlp import ACTIVATIONS, DiagonalGaussian
 
 ADAPT = ("all", "gating", "experts")
@@ -119,6 +119,7 @@ class MixtureOfExpertsPolicy(DiagonalGaussian, FunctionalPolicy):
                 nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+        self.chunk_rows = rows_per_chunk(num_experts * max(hidden_sizes))
 
     def forward(self, obs: torch.Tensor) -> Dist:
         """The distribution for observations ``[..., obs_dim]`` of one parameter copy."""
