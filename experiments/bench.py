@@ -1,19 +1,29 @@
-"""``make bench``: seconds per meta-iteration of the default config, and MuJoCo sampling throughput.
+"""``make bench``: cost per meta-iteration as the meta-batch grows, and where a MuJoCo iteration goes.
 
-1. Navigation: median seconds per meta-iteration with a breakdown; the reference in the same
-   run is the same config with exact Fisher-vector products (``algorithm.fvp_subsample=1``).
-2. Ant: simulated env steps per second at the default meta-batch (40 tasks × 20 episodes) with
-   the policy in the loop, against (a) gymnasium's ``AsyncVectorEnv`` of ``Ant-v5`` driven by
-   the same policy and (b) raw ``mujoco.rollout`` physics with open-loop controls, all measured
-   in this run; then one whole ``algorithm=ppo env=ant`` meta-iteration.
+1. Navigation scaling: the default config at 10 / 20 / 40 / 80 tasks per meta-batch, median
+   seconds per meta-iteration (sampling / inner / outer), seconds per task and peak memory, each
+   size in a fresh process; the per-task cost at 80 tasks against that at 20 (target ≤ 1.1×). The
+   reference in the same run is the default config with exact Fisher-vector products
+   (``algorithm.fvp_subsample=1``).
+2. Ant sampling: simulated env steps per second at the default meta-batch (40 tasks × 20
+   episodes) with the policy in the loop, against (a) gymnasium's ``AsyncVectorEnv`` of
+   ``Ant-v5`` driven by the same policy and (b) raw ``mujoco.rollout`` physics with open-loop
+   controls, all measured in this run.
+3. The MuJoCo breakdown at the paper's scale (``env=ant``: 40 tasks × 20 episodes × 200 steps),
+   TRPO and PPO: sampling / inner / outer per iteration and the learner's share (target ≤ 15 %).
 
-Usage: ``python experiments/bench.py [--iterations N] [--warmup N] [--ant-steps N] [override ...]`` (``make bench``).
+Usage: ``python experiments/bench.py [--iterations N] [--warmup N] [--sizes N ...] [--ant-iterations N]
+[--ant-steps N] [override ...]`` (``make bench``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +52,7 @@ def config(overrides: list[str]):
 
 
 def measure(overrides: list[str], iterations: int, warmup: int) -> dict[str, float]:
-    """Median of each timing over ``iterations`` meta-iterations after ``warmup`` ones."""
+    """Median of each timing over ``iterations`` meta-iterations after ``warmup`` ones, in this process."""
     cfg = config(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
@@ -50,6 +60,22 @@ def measure(overrides: list[str], iterations: int, warmup: int) -> dict[str, flo
             trainer.meta_step()
         runs = [trainer.meta_step() for _ in range(iterations)]
     return {k: statistics.median(r[k] for r in runs) for k in (*KEYS, "env_steps_per_second")}
+
+
+def measure_apart(overrides: list[str], iterations: int, warmup: int) -> dict[str, float]:
+    """``measure`` in a fresh process, plus its peak resident memory (``peak_mb``, MiB): one
+    configuration's memory, not the largest of all run so far."""
+    args = [sys.executable, __file__, "--measure", json.dumps([overrides, iterations, warmup])]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_here(spec: str) -> None:
+    """The child side of ``measure_apart``: print the timings and peak memory as one JSON line."""
+    register()
+    result = measure(*json.loads(spec))
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps(result))
 
 
 def ant_env(cfg, threads: int) -> AntVelEnv:
@@ -104,38 +130,71 @@ def ant_throughput(steps: int, threads: int) -> dict[str, float]:
     return {"ours": ours, "async": async_vec, "raw": raw, "workers": workers}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--ant-steps", type=int, default=50, help="steps per episode in the ant throughput test")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
-    register()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.iterations} meta-iterations")
-    rows = [("default", args.overrides), ("exact FVP (reference)", [*args.overrides, "algorithm.fvp_subsample=1.0"])]
-    results = {name: measure(ov, args.iterations, args.warmup) for name, ov in rows}
-    print(f"{'config':<24}{'s/iter':>8}{'sampling':>10}{'inner':>8}{'outer':>8}{'env steps/s':>13}")
-    for name, r in results.items():
-        print(f"{name:<24}{r['time_iteration']:>8.3f}{r['time_sampling']:>10.3f}{r['time_inner']:>8.3f}"
-              f"{r['time_outer']:>8.3f}{r['env_steps_per_second']:>13.0f}")
-    default, reference = results["default"]["time_iteration"], results["exact FVP (reference)"]["time_iteration"]
-    print(f"speed-up of default over the exact-FVP reference: {reference / default:.2f}x")
-    print(f"default vs the 0.75 s/iteration target: {default / 0.75:.2f} of the budget")
+def scaling(sizes: list[int], overrides: list[str], iterations: int, warmup: int) -> None:
+    """The navigation scaling table and the exact-FVP reference."""
+    print(f"navigation, default config: median of {iterations} meta-iterations after {warmup}, one process per row")
+    print(f"{'tasks':>5}{'s/iter':>8}{'ms/task':>9}{'sampling':>10}{'inner':>8}{'outer':>8}"
+          f"{'inner/task':>12}{'outer/task':>12}{'peak MB':>9}")
+    rows = {n: measure_apart([*overrides, f"meta_batch_size={n}"], iterations, warmup) for n in sizes}
+    base = 20 if 20 in rows else sizes[0]
+    for n, r in rows.items():
+        per = {k: r[f"time_{k}"] / n for k in ("iteration", "inner", "outer")}
+        ratio = {k: per[k] / (rows[base][f"time_{k}"] / base) for k in per}
+        print(f"{n:>5}{r['time_iteration']:>8.3f}{1e3 * per['iteration']:>9.1f}{r['time_sampling']:>10.3f}"
+              f"{r['time_inner']:>8.3f}{r['time_outer']:>8.3f}{ratio['inner']:>11.2f}x{ratio['outer']:>11.2f}x"
+              f"{r['peak_mb']:>9.0f}")
+    print(f"(inner/task, outer/task: seconds per task against {base} tasks; target <= 1.1x)")
+    exact = measure_apart([*overrides, "algorithm.fvp_subsample=1.0"], iterations, warmup)
+    default = rows.get(20, rows[base])["time_iteration"]
+    print(f"exact FVP (reference), 20 tasks: {exact['time_iteration']:.3f} s/iter (outer {exact['time_outer']:.3f}); "
+          f"speed-up of the default over it: {exact['time_iteration'] / default:.2f}x")
 
+
+def sampling(steps: int) -> None:
+    """Ant sampling throughput against AsyncVectorEnv and raw physics."""
     threads = available_threads()
-    ant = ant_throughput(args.ant_steps, threads)
-    print(f"\nant, 40 tasks x 20 episodes x {args.ant_steps} steps, {threads} threads: simulated env steps/s")
+    ant = ant_throughput(steps, threads)
+    print(f"\nant, 40 tasks x 20 episodes x {steps} steps, {threads} threads: simulated env steps/s")
     print(f"  batched env + policy (ours)            {ant['ours']:>10.0f}")
     print(f"  gymnasium AsyncVectorEnv + policy (a)  {ant['async']:>10.0f}   ({ant['workers']} processes)")
     print(f"  raw mujoco.rollout, open loop (b)      {ant['raw']:>10.0f}")
     print(f"  ours / (a) = {ant['ours'] / ant['async']:.2f}x (target >= 3x); "
           f"ours / (b) = {ant['ours'] / ant['raw']:.0%} (target >= 80%)")
-    ppo = measure(["env=ant", "algorithm=ppo"], iterations=1, warmup=0)
-    steps = ppo["env_steps_per_second"] * ppo["time_sampling"]  # at most 320k; fallen ants end early
-    print(f"first algorithm=ppo env=ant meta-iteration ({steps / 1e3:.0f}k simulated steps): "
-          f"{ppo['time_iteration']:.1f} s (sampling {ppo['time_sampling']:.1f}, inner {ppo['time_inner']:.1f}, "
-          f"outer {ppo['time_outer']:.1f})")
+
+
+def mujoco_breakdown(iterations: int) -> None:
+    """Where an ant iteration at the paper's scale goes, for TRPO and PPO."""
+    print(f"\nenv=ant at the paper's scale (40 tasks x 20 episodes x 200 steps), median of {iterations} "
+          "meta-iterations after 1")
+    print(f"{'algorithm':<10}{'s/iter':>8}{'sampling':>10}{'inner':>8}{'outer':>8}{'learner':>9}{'env steps':>11}"
+          f"{'peak MB':>9}")
+    for name in ("trpo", "ppo"):
+        r = measure_apart(["env=ant", f"algorithm={name}"], iterations, 1)
+        learner = (r["time_inner"] + r["time_outer"]) / r["time_iteration"]
+        steps = r["env_steps_per_second"] * r["time_sampling"]  # at most 320k; fallen ants end early
+        print(f"{name:<10}{r['time_iteration']:>8.2f}{r['time_sampling']:>10.2f}{r['time_inner']:>8.2f}"
+              f"{r['time_outer']:>8.2f}{learner:>9.0%}{steps / 1e3:>10.0f}k{r['peak_mb']:>9.0f}")
+    print("(learner = (inner + outer) / iteration; target <= 15%, the rest sampling: physics and the policy's forward)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 40, 80], help="meta-batch sizes to scale over")
+    parser.add_argument("--ant-iterations", type=int, default=3, help="ant meta-iterations per outer loop (0: skip)")
+    parser.add_argument("--ant-steps", type=int, default=50, help="steps per episode in the ant throughput test")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child process of measure_apart
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if args.measure:
+        return measure_here(args.measure)
+    register()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    scaling(args.sizes, args.overrides, args.iterations, args.warmup)
+    sampling(args.ant_steps)
+    if args.ant_iterations:
+        mujoco_breakdown(args.ant_iterations)
 
 
 if __name__ == "__main__":
