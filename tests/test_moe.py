@@ -67,6 +67,17 @@ def test_the_load_balancing_term_spreads_a_collapsed_gate():
     assert usage[0.0] < 0.01 and usage[1.0] > 0.1
 
 
+def test_the_load_balancing_term_lets_experts_specialise_by_task():
+    """Importance is summed over the meta-batch: two tasks each on their own expert are balanced,
+    both tasks on one expert pay CV² = 1 (two experts, importance (n, 0))."""
+    policy = tiny_moe(balance_coef=1.0)
+    mask = torch.ones(2, 3, 4, dtype=torch.float64)
+    own = torch.eye(2, dtype=torch.float64)[:, None, None, :].expand(2, 3, 4, 2)  # task i → expert i
+    same = torch.tensor([1.0, 0.0], dtype=torch.float64).expand(2, 3, 4, 2)
+    assert policy.penalty({"gate": own}, mask).item() == pytest.approx(0.0, abs=1e-12)
+    assert policy.penalty({"gate": same}, mask).item() == pytest.approx(1.0)
+
+
 @pytest.fixture(scope="module")
 def moe_runs(tmp_path_factory):
     """A MoE and an MLP run on navigation and a MoE run on ant_dir, through the CLI, then one evaluation of both

@@ -138,14 +138,17 @@ class MixtureOfExpertsPolicy(DiagonalGaussian, FunctionalPolicy):
         return True
 
     def penalty(self, dist: Dist, mask: torch.Tensor) -> torch.Tensor | None:
-        """``balance_coef`` · CV²(importance), importance_k = Σ over valid steps of g_k, per task and
-        averaged over tasks (Shazeer et al., 2017, Section 4); ``None`` when ``balance_coef`` is 0."""
+        """``balance_coef`` · CV²(importance), importance_k = Σ g_k over the valid steps of every task of
+        the meta-batch (Shazeer et al., 2017, Section 4: the batch's importance); ``None`` when
+        ``balance_coef`` is 0. Over the whole meta-batch, not per task: experts that each serve
+        some of the tasks (one per running direction) are balanced; only a gate that sends every
+        task to the same experts pays."""
         if not self.balance_coef:
             return None
         gate = dist["gate"] * mask.unsqueeze(-1)
-        importance = gate.flatten(1, -2).sum(1)  # [task, K]
-        cv2 = importance.var(-1, unbiased=False) / (importance.mean(-1).pow(2) + 1e-10)
-        return self.balance_coef * cv2.mean()
+        importance = gate.reshape(-1, gate.shape[-1]).sum(0)  # [K]
+        cv2 = importance.var(unbiased=False) / (importance.mean().pow(2) + 1e-10)
+        return self.balance_coef * cv2
 
     def diagnostics(self, pre: TensorDict, post: TensorDict) -> dict[str, float]:
         """σ, and expert activation before (``pre``) and after adaptation (``post``): per expert k
