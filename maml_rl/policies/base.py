@@ -172,8 +172,10 @@ class FunctionalPolicy(nn.Module):
         step = max(1, self.chunk_rows // max(1, rows_per_task))
         if step >= num_tasks:
             return call(params, obs)
-        parts = [call({k: v[i:i + step] for k, v in params.items()}, obs[i:i + step])
-                 for i in range(0, num_tasks, step)]
+        # split, not slicing: its backward concatenates the chunks' gradients once instead of
+        # padding each to the full task dim
+        chunks = zip(*(v.split(step) for v in params.values()), obs.split(step))
+        parts = [call(dict(zip(params, chunk[:-1])), chunk[-1]) for chunk in chunks]
         return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
     def observe(self, obs: torch.Tensor, mask: torch.Tensor) -> None:
