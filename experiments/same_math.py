@@ -7,7 +7,7 @@ run in a subprocess of the same Python; where the commit cannot be read (a shall
 ``tests/data/same_math_navigation_seed0.json`` — the reference's 20 iterations recorded on the
 development machine — stands in for it.
 
-    python experiments/same_math.py                     # 20 iterations against 6c9c81a
+    python experiments/same_math.py                     # 20 iterations against 18104d2
     python experiments/same_math.py --recorded-first    # against the recorded file, the commit only if they differ
     python experiments/same_math.py --iterations 5 --against <commit>
 """
@@ -24,9 +24,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# the last change of the math: the policies evaluate the task dim in cache-sized chunks, which sums the
-# second-order terms in another order (before it: 18104d2, the last commit before the reorganisation)
-REFERENCE = "6c9c81a"
+REFERENCE = "18104d2"  # the last commit before the package was reorganised into core / plug-ins / run
 RECORDED = ROOT / "tests" / "data" / "same_math_navigation_seed0.json"
 KEYS = ("pre_adaptation_return", "post_adaptation_return", "kl")
 
