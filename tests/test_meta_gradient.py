@@ -5,6 +5,9 @@ import torch
 from torch.func import functional_call
 
 from maml_rl.algorithms.trpo import flat, unflat
+from maml_rl.core import maml as maml_module
+from maml_rl.core import objective as objective_module
+from maml_rl.core.sampler import valid_steps
 
 from .conftest import POLICY_KINDS, make_objective, make_policy, random_episodes
 
@@ -124,3 +127,29 @@ def test_task_chunks_change_no_value(kind):
     assert type(dist["loc"].grad_fn).__name__ == "CatBackward0"  # the chunked path ran
     for chunked, expected in zip(gradients(), whole):
         torch.testing.assert_close(chunked, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_losses_on_packed_valid_steps_equal_those_on_the_padded_batch(monkeypatch):
+    """Episodes that end early leave padding; the inner loss, the surrogate, the KL and the
+    meta-gradient read only the valid steps packed first (``valid_steps``), equal (float64) to the
+    same computed on the padded layout."""
+    policy = make_policy("mlp")
+    supports = [random_episodes(policy, seed=s) for s in range(2)]
+    query = random_episodes(policy, seed=10)
+    for batch in (*supports, query):  # episodes of 5 steps end after 2 or 3; one episode of task 1 runs out
+        batch["mask"][:, :, 3:] = 0
+        batch["mask"][:, 1::2, 2:] = 0
+        batch["mask"][1, 0] = 1
+    assert valid_steps(query).shape[1] == 12 < 4 * 5  # packing acts: the 12 valid steps of task 1, of 20
+
+    def values():
+        objective = make_objective(policy, supports, query, lr=0.5, estimator="lvc")
+        surrogate, kl = objective.surrogate_and_kl(objective.adapt(policy.params()).adapted)
+        grads = torch.autograd.grad(surrogate + kl, list(policy.params().values()))
+        return torch.stack([surrogate, kl]), flat(grads)
+
+    packed = values()
+    for module in (maml_module, objective_module):  # the same losses on the padded layout
+        monkeypatch.setattr(module, "valid_steps", lambda episodes: episodes)
+    for got, expected in zip(packed, values()):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)

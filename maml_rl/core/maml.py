@@ -16,7 +16,7 @@ import torch
 from tensordict import TensorDict
 
 from .params import Params, expand_params, masked_task_mean
-from .sampler import episode_returns
+from .sampler import episode_returns, valid_steps
 
 if TYPE_CHECKING:
     from ..policies.base import Policy
@@ -34,8 +34,10 @@ def vpg_loss(policy: Policy, params: Params, episodes: TensorDict, estimator: st
     (Rothfuss et al., 2019, Section 5). At θ_i = b both give the same gradient, hence the
     same adaptation step; LVC's second derivatives add the term Σ_t ∇log π ∇log πᵀ Â through which
     the meta-gradient sees how θ shapes the sampling of the support episodes, a term the first
-    form drops. Only the meta-gradient through the step differs.
+    form drops. Only the meta-gradient through the step differs. ``episodes`` ``[task, episode,
+    time]`` or packed by ``valid_steps``.
     """
+    episodes = valid_steps(episodes)  # the policy sees no padding
     log_prob = policy.log_prob(policy.distribution(params, episodes["observation"]), episodes["action"])
     weight = torch.exp(log_prob - episodes["log_prob"]) if estimator == "lvc" else log_prob
     return -masked_task_mean(weight * episodes["advantage"], episodes["mask"])

@@ -7,6 +7,7 @@ from tensordict import TensorDict
 
 from .maml import Adaptation, MetaLearner
 from .params import Params, masked_task_mean
+from .sampler import valid_steps
 
 
 class MetaObjective:
@@ -26,6 +27,13 @@ class MetaObjective:
 
     def __init__(self, learner: MetaLearner, supports: list[TensorDict], query: TensorDict):
         self.learner, self.policy, self.supports, self.query = learner, learner.policy, supports, query
+        # every loss reads the valid steps only (``valid_steps``), packed once per batch
+        self._packed = {id(b): valid_steps(b) for b in (*supports, query)}
+
+    def packed(self, batch: TensorDict) -> TensorDict:
+        """``valid_steps(batch)``, computed once for the objective's own batches."""
+        packed = self._packed.get(id(batch))
+        return valid_steps(batch) if packed is None else packed
 
     def adapt(self, theta: Params, supports: list[TensorDict] | None = None,
               differentiable: bool = True) -> Adaptation:
@@ -34,7 +42,7 @@ class MetaObjective:
         With ``differentiable=False`` the inner gradients are constants (same values, no
         second-order graph), for evaluations that are never differentiated.
         """
-        supports = self.supports if supports is None else supports
+        supports = [self.packed(s) for s in (self.supports if supports is None else supports)]
         return self.learner.adapt(theta, supports, self.query.shape[0], differentiable)
 
     def surrogate_and_kl(self, adapted: Params, query: TensorDict | None = None, clip_eps: float | None = None):
@@ -45,7 +53,7 @@ class MetaObjective:
         in the direction that Â rewards earns nothing more. The policy's ``penalty`` on the
         query steps, if any, is subtracted.
         """
-        q = self.query if query is None else query
+        q = self.packed(self.query if query is None else query)
         dist = self.policy.distribution(adapted, q["observation"])
         ratio = torch.exp(self.policy.log_prob(dist, q["action"]) - q["log_prob"])
         gain = ratio * q["advantage"]
@@ -66,14 +74,14 @@ class MetaObjective:
         penalty (Rothfuss et al., 2019, Section 6). A scalar, 0 without support episodes.
         """
         kls = []
-        for params, support in zip(adaptation.params, self.supports):
+        for params, support in zip(adaptation.params, map(self.packed, self.supports)):
             kl = self.policy.kl(dict(support["dist"].items()), self.policy.distribution(params, support["observation"]))
             kls.append(masked_task_mean(kl, support["mask"]).mean())
         return torch.stack(kls).mean() if kls else torch.zeros(())
 
     def entropy(self, adapted: Params) -> torch.Tensor:
         """Mean entropy of the adapted policies over the valid query steps (a scalar)."""
-        q = self.query
+        q = self.packed(self.query)
         entropy = self.policy.entropy(self.policy.distribution(adapted, q["observation"]))
         return masked_task_mean(entropy.expand_as(q["mask"]), q["mask"]).mean()
 

@@ -14,5 +14,6 @@ def expand_params(params: Params, num_tasks: int) -> Params:
 
 
 def masked_task_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the valid ``[episode, time]`` steps of each task: ``[task, E, H]`` → ``[task]``."""
-    return (x * mask).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
+    """Mean over the valid steps of each task: ``[task, E, H]`` (or packed ``[task, R]``) → ``[task]``."""
+    dims = tuple(range(1, mask.dim()))
+    return (x * mask).sum(dims) / mask.sum(dims).clamp_min(1)
