@@ -127,9 +127,9 @@ class ObservationNormalizer(nn.Module):
         self.count.fill_(total)
 
 
-# activations per chunk: 16 MB of float32, half the L3 cache of a 2-core development machine. Smaller
-# chunks cost more than they save (every chunk is one more call of every op: chunks of 5 navigation
-# tasks made the 20-task iteration 15-20 % slower); the default 20-task navigation batch is one chunk.
+# activations per chunk: 16 MB of float32, half the L3 cache of a 2-core development machine. Every
+# chunk is one more call of every op, so smaller chunks cost more than they save (docs/speed.md);
+# the default 20-task navigation batch is one chunk.
 CHUNK_ELEMENTS = 2 ** 22
 
 
