@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
 from maml_rl.config import ConfigError, validate
 from maml_rl.core.checkpoint import load_checkpoint
@@ -88,7 +89,7 @@ def test_checkpoint_loads_back(tiny_run):
     assert [m.out_features for m in policy.mean if isinstance(m, torch.nn.Linear)] == [8, 8, 2]
 
 
-@pytest.mark.parametrize("override,message", [
+BAD_OVERRIDES = [
     ("inner.lr=-0.1", "inner.lr=-0.1 is not allowed: must be > 0"),
     ("inner.lr=0", "inner.lr=0.0 is not allowed: must be > 0"),
     ("meta_batch_size=0", "meta_batch_size=0 is not allowed: must be >= 1"),
@@ -98,13 +99,24 @@ def test_checkpoint_loads_back(tiny_run):
     ("env=nowhere", "Could not find 'env/nowhere'"),
     ("inner.lr=fast", "inner.lr"),
     ("meta_batch_size=2.5", "meta_batch_size"),
-])
-def test_bad_override_fails_before_any_work(tmp_path, override, message):
-    proc = run_cli(tmp_path, *TINY, *override.split())
+]
+
+
+@pytest.mark.parametrize("override,message", BAD_OVERRIDES)
+def test_bad_override_is_refused_naming_the_value(override, message):
+    """Each bad value is refused by composition (Hydra's schema) or by ``validate`` (ranges), which
+    ``python -m maml_rl`` runs before any work; the command-line path is checked below."""
+    with pytest.raises((ConfigError, ConfigCompositionException)) as refused:
+        validate(composed(*TINY, *override.split()))
+    assert message in str(refused.value)
+    assert override.split()[-1].split("=", 1)[1] in str(refused.value)  # the message names the bad value
+
+
+@pytest.mark.parametrize("override,message", [BAD_OVERRIDES[0], BAD_OVERRIDES[-1]])
+def test_bad_override_stops_the_command_before_any_work(tmp_path, override, message):
+    proc = run_cli(tmp_path, *TINY, override)
     assert proc.returncode != 0
-    assert message in proc.stderr
-    value = override.split()[-1].split("=", 1)[1]
-    assert value in proc.stderr  # the message names the bad value
+    assert message in proc.stderr and override.split("=", 1)[1] in proc.stderr
     assert runs_in(tmp_path / "mlflow.db") == []
     assert not list(tmp_path.glob("**/checkpoint.pt"))
 

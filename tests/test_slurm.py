@@ -73,7 +73,7 @@ def test_three_job_slurm_sweep_has_one_parent_and_three_children(slurm_cluster, 
 
 
 def test_requeued_job_resumes_and_matches_the_uninterrupted_run(slurm_cluster, tmp_path):
-    config = [*TINY, "num_iterations=120", "meta_batch_size=6", "episodes_per_task=6", "env.horizon=100",
+    config = [*TINY, "num_iterations=40", "meta_batch_size=6", "episodes_per_task=6", "env.horizon=100",
               "seed=4"]
     sweep = maml_rl(tmp_path, *SLURM, *config, "hydra.sweep.dir=sweep", wait=False)
     checkpoint = tmp_path / "sweep" / "0" / "checkpoint.pt"
@@ -82,7 +82,7 @@ def test_requeued_job_resumes_and_matches_the_uninterrupted_run(slurm_cluster, t
         assert sweep.poll() is None, sweep.stderr.read()[-3000:]
         time.sleep(0.2)
     at_requeue = load_checkpoint(checkpoint)["iteration"]
-    assert 5 <= at_requeue < 60, "the job finished before it could be requeued"
+    assert 5 <= at_requeue < 20, "the job was too far along to show a requeue"
     (job,) = [p.name for p in (tmp_path / "sweep" / ".submitit").iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name)]
     subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
     release_after_requeue(job)
@@ -90,7 +90,7 @@ def test_requeued_job_resumes_and_matches_the_uninterrupted_run(slurm_cluster, t
     assert sweep.returncode == 0, stderr[-3000:]
 
     final = load_checkpoint(checkpoint)
-    assert final["iteration"] == 120
+    assert final["iteration"] == 40
     reference = subprocess.run([sys.executable, "-m", "maml_rl", *config, "hydra.run.dir=reference"], cwd=tmp_path,
                                capture_output=True, text=True, timeout=600, check=False)
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -103,7 +103,7 @@ def test_requeued_job_resumes_and_matches_the_uninterrupted_run(slurm_cluster, t
     assert len(children) == 1
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     steps = {m.step for m in client.get_metric_history(children[0].info.run_id, "post_adaptation_return")}
-    assert steps == set(range(120))
+    assert steps == set(range(40))
     log = (tmp_path / "sweep" / "0" / "maml_rl.log").read_text()
     assert "resuming" in log
 
