@@ -129,6 +129,32 @@ def test_task_chunks_change_no_value(kind):
         torch.testing.assert_close(chunked, expected, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("kind", POLICY_KINDS)
+def test_a_meta_batch_differentiated_by_groups_gives_the_whole_gradient(kind):
+    """Past one pass's worth of tasks the outer objective is differentiated group by group
+    (each group's inner loop re-run from θ, its loss weighted by its share of the tasks): the
+    same surrogate and meta-gradient as one pass over all tasks (float64, two inner steps).
+    A policy whose penalty couples the tasks (the mixture's batch balance) is never split."""
+    policy = make_policy(kind)
+    supports = [random_episodes(policy, seed=s) for s in range(2)]
+    query = random_episodes(policy, seed=10)
+    objective = make_objective(policy, supports, query, lr=0.5, estimator="lvc")
+    theta = policy.params()
+    surrogate = lambda obj, adaptation: obj.surrogate_and_kl(adaptation.adapted)[0]
+    whole_value, whole_grads = objective.gradient(theta, surrogate, objective.adapt(theta))
+    policy.chunk_rows = 20  # one task of 4 episodes × 5 steps per pass: three groups
+    groups = objective.groups()
+    assert len(groups) == (1 if kind == "moe-balance" else 3)
+    value, grads = objective.gradient(theta, surrogate, objective.adapt(theta))
+    assert value == pytest.approx(whole_value, rel=1e-12)
+    torch.testing.assert_close(flat(grads), flat(whole_grads), rtol=1e-12, atol=1e-14)
+    if len(groups) == 3:  # each group holds its own task's episodes
+        for i, group in enumerate(groups):
+            assert group.num_tasks == 1
+            assert torch.equal(group.query["observation"], objective.packed(query)["observation"][i:i + 1])
+            assert torch.equal(group.supports[1]["action"], objective.packed(supports[1])["action"][i:i + 1])
+
+
 def test_losses_on_packed_valid_steps_equal_those_on_the_padded_batch(monkeypatch):
     """Episodes that end early leave padding; the inner loss, the surrogate, the KL and the
     meta-gradient read only the valid steps packed first (``valid_steps``), equal (float64) to the

@@ -143,15 +143,15 @@ class TRPO:
         ``adaptation`` is the differentiable inner loop from θ already built while sampling.
         """
         c = self.config
-        with torch.enable_grad():
-            surrogate, _ = objective.surrogate_and_kl(adaptation.adapted)
-            grads = torch.autograd.grad(surrogate, list(params.values()), retain_graph=c.fvp_subsample >= 1)
+        # the exact Fisher-vector products below differentiate ``adaptation`` again: keep its graph
+        surrogate, grads = objective.gradient(params, lambda obj, ad: obj.surrogate_and_kl(ad.adapted)[0],
+                                              adaptation, retain_graph=c.fvp_subsample >= 1)
         g = flat(grads)
         fvp = fisher_vector_product(objective, params, adaptation, c.fvp_subsample, c.cg_damping, generator)
         direction = conjugate_gradient(fvp, g, c.cg_iters)
         shs = direction.dot(fvp(direction)).clamp_min(1e-12)
         full_step = torch.sqrt(2 * c.max_kl / shs) * direction
-        return self._line_search(objective, params, surrogate.item(), full_step)
+        return self._line_search(objective, params, surrogate, full_step)
 
     @torch.no_grad()
     def _line_search(self, objective: MetaObjective, params: Params, surrogate_before: float,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from tensordict import TensorDict
 
@@ -30,6 +32,10 @@ class MetaObjective:
         # every loss reads the valid steps only (``valid_steps``), packed once per batch
         self._packed = {id(b): valid_steps(b) for b in (*supports, query)}
 
+    @property
+    def num_tasks(self) -> int:
+        return self.query.shape[0]
+
     def packed(self, batch: TensorDict) -> TensorDict:
         """``valid_steps(batch)``, computed once for the objective's own batches."""
         packed = self._packed.get(id(batch))
@@ -44,6 +50,44 @@ class MetaObjective:
         """
         supports = [self.packed(s) for s in (self.supports if supports is None else supports)]
         return self.learner.adapt(theta, supports, self.query.shape[0], differentiable)
+
+    def groups(self) -> list[MetaObjective]:
+        """The objective split into consecutive groups of ``Policy.tasks_per_pass`` tasks (one
+        chunk of the policy's forward each), or ``[self]`` when the tasks fit one pass or the
+        policy couples them."""
+        batches = [self.packed(b) for b in (*self.supports, self.query)]
+        rows = max(b["mask"][0].numel() for b in batches)
+        size = self.policy.tasks_per_pass(rows)
+        if size is None or size >= self.num_tasks:
+            return [self]
+        return [MetaObjective(self.learner, [b[start:start + size] for b in batches[:-1]],
+                              batches[-1][start:start + size]) for start in range(0, self.num_tasks, size)]
+
+    def gradient(self, theta: Params, loss: Callable[[MetaObjective, Adaptation], torch.Tensor],
+                 adaptation: Adaptation | None = None, retain_graph: bool = False) -> tuple[float, tuple[torch.Tensor, ...]]:
+        """``loss(self, θ'(θ))`` and its gradient w.r.t. θ, for a loss that is a mean over tasks.
+
+        One pass when the tasks fit one (``groups``), reusing ``adaptation`` (the differentiable
+        inner loop built while sampling) if given, its graph kept with ``retain_graph``. Larger
+        meta-batches are differentiated group by group, each group's inner loop re-run from θ and
+        its loss weighted by its share of the tasks: the same mean and gradient (summed in
+        another order), with only one group's second-order graph alive at a time, which bounds
+        the peak memory of the backward pass (docs/speed.md).
+        """
+        groups = self.groups()
+        if len(groups) == 1:
+            with torch.enable_grad():
+                value = loss(self, self.adapt(theta) if adaptation is None else adaptation)
+                grads = torch.autograd.grad(value, list(theta.values()), retain_graph=retain_graph)
+            return value.item(), grads
+        total, grads = 0.0, None
+        for group in groups:
+            with torch.enable_grad():
+                value = loss(group, group.adapt(theta)) * (group.num_tasks / self.num_tasks)
+                part = torch.autograd.grad(value, list(theta.values()))
+            total += value.item()
+            grads = part if grads is None else tuple(a + b for a, b in zip(grads, part))
+        return total, grads
 
     def surrogate_and_kl(self, adapted: Params, query: TensorDict | None = None, clip_eps: float | None = None):
         """Surrogate and mean KL (scalars) of adapted parameters ``[task, ...]`` on the query.

@@ -72,6 +72,12 @@ class Policy(Protocol):
         """An auxiliary loss of the adapted policies on the query steps (``mask`` ``[task, ...]``),
         subtracted from the outer objective; ``None`` for none."""
 
+    def tasks_per_pass(self, rows_per_task: int) -> int | None:
+        """How many tasks of ``rows_per_task`` observation rows each one forward and backward pass
+        of the outer objective should hold (larger meta-batches are differentiated group by
+        group, which bounds memory); ``None``: all at once, because the outer objective couples
+        the tasks (e.g. a penalty over the whole meta-batch)."""
+
     def diagnostics(self, pre: TensorDict, post: TensorDict) -> dict[str, float]:
         """Scalars logged every iteration (e.g. ``policy_std``), given the episodes of θ before
         adaptation (``pre``) and of θ' after it (``post``), ``[task, episode, time]``."""
@@ -173,8 +179,7 @@ class FunctionalPolicy(nn.Module):
         of a chunked batch differ in the last bits from an unchunked one).
         """
         call = vmap(lambda p, o: functional_call(self, p, (o,)))
-        num_tasks, rows_per_task = obs.shape[0], obs[0].numel() // obs.shape[-1]
-        step = max(1, self.chunk_rows // max(1, rows_per_task))
+        num_tasks, step = obs.shape[0], self.tasks_per_chunk(obs[0].numel() // obs.shape[-1])
         if step >= num_tasks:
             return call(params, obs)
         # split, not slicing: its backward concatenates the chunks' gradients once instead of
@@ -182,6 +187,14 @@ class FunctionalPolicy(nn.Module):
         chunks = zip(*(v.split(step) for v in params.values()), obs.split(step))
         parts = [call(dict(zip(params, chunk[:-1])), chunk[-1]) for chunk in chunks]
         return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+
+    def tasks_per_chunk(self, rows_per_task: int) -> int:
+        """Tasks of ``rows_per_task`` rows per vmapped chunk (at least one)."""
+        return max(1, self.chunk_rows // max(1, rows_per_task))
+
+    def tasks_per_pass(self, rows_per_task: int) -> int | None:
+        """A chunk's worth of tasks: the tasks of one pass are then one chunk of ``distribution``."""
+        return self.tasks_per_chunk(rows_per_task)
 
     def observe(self, obs: torch.Tensor, mask: torch.Tensor) -> None:
         if self.obs_norm is not None:

@@ -150,6 +150,10 @@ class MixtureOfExpertsPolicy(DiagonalGaussian, FunctionalPolicy):
         cv2 = importance.var(unbiased=False) / (importance.mean().pow(2) + 1e-10)
         return self.balance_coef * cv2
 
+    def tasks_per_pass(self, rows_per_task: int) -> int | None:
+        """All tasks at once while the balance penalty couples them; a chunk's worth otherwise."""
+        return None if self.balance_coef else super().tasks_per_pass(rows_per_task)
+
     def diagnostics(self, pre: TensorDict, post: TensorDict) -> dict[str, float]:
         """σ, and expert activation before (``pre``) and after adaptation (``post``): per expert k
         the mean gate weight ``moe/usage_k_*`` and the fraction of steps it has the largest weight
