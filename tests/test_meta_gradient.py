@@ -7,9 +7,11 @@ from torch.func import functional_call
 from maml_rl.algorithms.trpo import flat, unflat
 from maml_rl.core import maml as maml_module
 from maml_rl.core import objective as objective_module
+from maml_rl.core.objective import MetaObjective
 from maml_rl.core.sampler import valid_steps
+from maml_rl.run.trainer import Trainer
 
-from .conftest import POLICY_KINDS, make_objective, make_policy, random_episodes
+from .conftest import POLICY_KINDS, composed, make_objective, make_policy, random_episodes
 
 
 def surrogate_of(objective, theta_flat, like):
@@ -153,6 +155,27 @@ def test_a_meta_batch_differentiated_by_groups_gives_the_whole_gradient(kind):
             assert group.num_tasks == 1
             assert torch.equal(group.query["observation"], objective.packed(query)["observation"][i:i + 1])
             assert torch.equal(group.supports[1]["action"], objective.packed(supports[1])["action"][i:i + 1])
+
+
+@pytest.mark.parametrize("algorithm", [["algorithm=trpo"], ["algorithm=trpo", "algorithm.fvp_subsample=1"],
+                                       ["algorithm=ppo"], ["algorithm=promp"]])
+def test_a_meta_batch_past_one_pass_is_sampled_without_a_graph_and_updated_the_same(tmp_path, algorithm):
+    """Past one pass's worth of tasks the inner loop keeps no graph while sampling; every outer
+    loop then re-runs it to differentiate θ'(θ) and takes the update of the one-pass case."""
+    thetas = []
+    for passes in (1, 4):
+        cfg = composed("meta_batch_size=4", "episodes_per_task=2", "env.horizon=10", "policy.hidden_sizes=[8,8]",
+                       "threads=1", *algorithm)
+        trainer = Trainer(cfg, tmp_path / str(passes))
+        trainer.policy.chunk_rows = 20 * 4 // passes  # 2 episodes × 10 steps per task
+        tasks = trainer.env.sample_tasks(4, trainer.generator)
+        batch = trainer.learner.meta_batch(trainer.sampler, trainer.policy.params(), tasks)
+        assert batch.adaptation.differentiable == (passes == 1)
+        trainer.algorithm.step(MetaObjective(trainer.learner, batch.supports, batch.query),
+                               trainer.policy.params(), batch.adaptation, trainer.generator)
+        thetas.append(flat(trainer.policy.params().values()).detach())
+    assert (thetas[0] - flat(Trainer(cfg, tmp_path / "0").policy.params().values())).abs().max() > 1e-3  # a real step
+    torch.testing.assert_close(thetas[1], thetas[0], rtol=1e-4, atol=1e-6)
 
 
 def test_losses_on_packed_valid_steps_equal_those_on_the_padded_batch(monkeypatch):

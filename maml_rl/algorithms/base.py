@@ -24,8 +24,11 @@ class OuterLoop(Protocol):
 
     ``step`` updates ``params`` (the policy's live parameters) in place and returns its
     statistics, which must include ``"kl"``: the mean KL(π_θ'old ‖ π_θ'new) on the query states
-    after the update (logged as ``kl`` every iteration). ``adaptation`` is the differentiable
-    inner loop already built from θ while sampling. ``state_dict`` / ``load_state_dict`` carry
+    after the update (logged as ``kl`` every iteration). ``adaptation`` is the inner
+    loop already built from θ while sampling; its graph is kept only where the meta-batch fits
+    one pass of the outer objective (``Adaptation.differentiable``): an outer loop that
+    differentiates θ'(θ) reuses it then and re-runs it otherwise (``MetaObjective.adapt``,
+    ``MetaObjective.gradient``). ``state_dict`` / ``load_state_dict`` carry
     the optimiser's state across a checkpoint (an empty dict when it has none).
     """
 

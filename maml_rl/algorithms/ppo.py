@@ -38,7 +38,7 @@ class PPO:
     """The PPO meta-update on ``MetaObjective``.
 
     For ``epochs`` epochs: rebuild θ'_i(θ) with the differentiable inner loop from the current θ
-    (the first epoch reuses the one built while sampling), maximise the clipped surrogate
+    (the first epoch reuses the one built while sampling, if it kept its graph), maximise the clipped surrogate
     (Schulman et al., 2017, Eq. 7) plus ``entropy_coef`` times the mean entropy of the adapted
     policies, clip the gradient's global norm to ``max_grad_norm`` and take an Adam step of
     size ``lr``. Adam's moments persist across meta-iterations and are checkpointed.
@@ -62,7 +62,7 @@ class PPO:
         optimizer = self._bind(params)
         for epoch in range(self.config.epochs):
             with torch.enable_grad():
-                if epoch:
+                if epoch or not adaptation.differentiable:
                     adaptation = objective.adapt(params)
                 loss, surrogate = self.loss(objective, adaptation)
                 optimizer.zero_grad()

@@ -81,6 +81,8 @@ def fisher_vector_product(objective: MetaObjective, theta: Params, adaptation: A
         if query is not objective.query:
             supports = [subsample_episodes(s, fraction, generator) for s in objective.supports]
             adaptation = objective.adapt(theta, supports)
+        elif not adaptation.differentiable:  # sampled without a graph (a meta-batch past one pass)
+            adaptation = objective.adapt(theta)
         _, kl = objective.surrogate_and_kl(point, query)
         grad_kl = torch.autograd.grad(kl, list(point.values()), create_graph=True)
     num_tasks = objective.query.shape[0]
@@ -140,7 +142,8 @@ class TRPO:
              generator: torch.Generator) -> dict:
         """Update ``params`` (the policy's live parameters) in place; return the step's statistics.
 
-        ``adaptation`` is the differentiable inner loop from θ already built while sampling.
+        ``adaptation`` is the inner loop from θ already built while sampling (reused where it is
+        differentiable).
         """
         c = self.config
         # the exact Fisher-vector products below differentiate ``adaptation`` again: keep its graph

@@ -56,6 +56,9 @@ class Adaptation:
     grads: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
     fixed: frozenset[str] = frozenset()  # parameters the inner loop leaves at θ (``Policy.adapts``)
+    # False: built for its values only (∇L taken as a constant); an outer loop that differentiates
+    # θ'(θ) re-runs the inner loop instead (``MetaObjective.gradient``)
+    differentiable: bool = True
 
     @property
     def adapted(self) -> Params:
@@ -86,7 +89,7 @@ class Adaptation:
 @dataclass
 class MetaBatch:
     """One meta-batch: the tasks, one support batch per inner step, the query batch (each
-    ``[task, episode, time]``), the differentiable adaptation from θ, and seconds spent
+    ``[task, episode, time]``), the adaptation from θ (see ``collect_and_adapt``), and seconds spent
     sampling and adapting (``time_sampling``, ``time_inner``)."""
 
     tasks: torch.Tensor
@@ -163,6 +166,7 @@ class MetaLearner:
               differentiable: bool = True) -> Adaptation:
         """θ'(θ) on already collected support episodes (one batch per step)."""
         adaptation = self.start(theta, num_tasks)
+        adaptation.differentiable = differentiable
         for support in supports:
             self.step(adaptation, support, differentiable)
         return adaptation
@@ -173,8 +177,10 @@ class MetaLearner:
 
         ``sample`` rolls out per-task parameters (a ``Sampler``; its ``set_tasks`` is called
         first). Each step collects fresh support episodes with the current θ_k (Finn et al., 2017,
-        Algorithm 3). Returns the support batches, the adaptation and the seconds spent sampling
-        and adapting (``time_sampling``, ``time_inner``).
+        Algorithm 3). The adaptation keeps its graph if ``differentiable`` and the tasks fit one
+        pass of the outer objective (``fits_one_pass``); ``Adaptation.differentiable`` says which.
+        Returns the support batches, the adaptation and the seconds spent sampling and adapting
+        (``time_sampling``, ``time_inner``).
         """
         sample.set_tasks(tasks)
         adaptation = self.start(theta, tasks.shape[0])
@@ -183,9 +189,19 @@ class MetaLearner:
             t0 = time.perf_counter()
             supports.append(sample(adaptation.adapted))
             t1 = time.perf_counter()
-            self.step(adaptation, supports[-1], differentiable)
+            if len(supports) == 1:
+                adaptation.differentiable = differentiable and self.fits_one_pass(supports[0])
+            self.step(adaptation, supports[-1], adaptation.differentiable)
             t_sample, t_inner = t_sample + t1 - t0, t_inner + time.perf_counter() - t1
         return supports, adaptation, {"time_sampling": t_sample, "time_inner": t_inner}
+
+    def fits_one_pass(self, episodes: TensorDict) -> bool:
+        """Whether the outer objective over these tasks' episodes ``[task, episode, time]`` is
+        differentiated in one pass (``Policy.tasks_per_pass``). When it is not, the inner loop of
+        a meta-batch keeps no graph while sampling: the outer loop re-runs it group by group
+        (``MetaObjective.gradient``), and a graph of every task would only hold memory."""
+        size = self.policy.tasks_per_pass(episodes["mask"][0].numel())
+        return size is None or size >= episodes.shape[0]
 
     def meta_batch(self, sample: Callable[[Params], TensorDict], theta: Params, tasks: torch.Tensor,
                    differentiable: bool = True) -> MetaBatch:

@@ -67,8 +67,8 @@ class MetaObjective:
                  adaptation: Adaptation | None = None, retain_graph: bool = False) -> tuple[float, tuple[torch.Tensor, ...]]:
         """``loss(self, θ'(θ))`` and its gradient w.r.t. θ, for a loss that is a mean over tasks.
 
-        One pass when the tasks fit one (``groups``), reusing ``adaptation`` (the differentiable
-        inner loop built while sampling) if given, its graph kept with ``retain_graph``. Larger
+        One pass when the tasks fit one (``groups``), reusing ``adaptation`` (the inner loop built
+        while sampling) if it is differentiable, its graph kept with ``retain_graph``. Larger
         meta-batches are differentiated group by group, each group's inner loop re-run from θ and
         its loss weighted by its share of the tasks: the same mean and gradient (summed in
         another order), with only one group's second-order graph alive at a time, which bounds
@@ -76,8 +76,9 @@ class MetaObjective:
         """
         groups = self.groups()
         if len(groups) == 1:
+            reuse = adaptation is not None and adaptation.differentiable
             with torch.enable_grad():
-                value = loss(self, self.adapt(theta) if adaptation is None else adaptation)
+                value = loss(self, adaptation if reuse else self.adapt(theta))
                 grads = torch.autograd.grad(value, list(theta.values()), retain_graph=retain_graph)
             return value.item(), grads
         total, grads = 0.0, None
