@@ -73,6 +73,9 @@ class MetaObjective:
         its loss weighted by its share of the tasks: the same mean and gradient (summed in
         another order), with only one group's second-order graph alive at a time, which bounds
         the peak memory of the backward pass (docs/speed.md).
+
+        Returns:
+            the loss (a float) and ∇_θ loss, one tensor per entry of ``theta`` in its order and shape.
         """
         groups = self.groups()
         if len(groups) == 1:
