@@ -166,7 +166,7 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
     """Evaluate checkpoints into ``out_dir`` and a tracked evaluation run; returns ``results.json``'s content."""
     from .run.build import start_tracker
     from .run.evaluation import EvaluationError, evaluate, load_candidates
-    from .run.report import format_backtest, format_table, metric_name, step_sizes
+    from .run.report import format_backtest, format_paired, format_table, metric_name, step_sizes
     from .tracking.mlflow import TrackingUnavailable
 
     try:
@@ -184,6 +184,8 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
                              for label, group in groups.items()}})
         results = evaluate(cfg, candidates, out_dir)
         print(format_table(results, cfg.eval.num_steps))
+        if format_paired(results, cfg.eval.num_steps):
+            print(format_paired(results, cfg.eval.num_steps))
         if format_backtest(results):
             print(format_backtest(results))
         tracker.set_tags({f"step_sizes.{metric_name(label)}": step_sizes(rows)
@@ -192,9 +194,13 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
             for k, r in rows.items():
                 tracker.log_metrics({f"eval/return_{metric_name(label)}": r["mean"],
                                      f"eval/ci95_{metric_name(label)}": r["ci95"],
+                                     **({f"eval/paired_{metric_name(label)}": r["paired"]["mean"],
+                                         f"eval/paired_ci95_{metric_name(label)}": r["paired"]["ci95"]}
+                                        if "paired" in r else {}),
                                      **{f"backtest/{name}_{metric_name(label)}": v["mean"]
                                         for name, v in r.get("backtest", {}).items()}}, step=k)
-        for name in ("results.json", "results.csv", "adaptation_curve.png", "trajectories.png", "equity_curves.png"):
+        for name in ("results.json", "results.csv", "returns_per_task.csv", "adaptation_curve.png", "trajectories.png",
+                     "equity_curves.png"):
             tracker.log_artifact(out_dir / name)
         for figure in sorted(out_dir.glob("activation_*.png")):  # a mixture's experts by task condition
             tracker.log_artifact(figure)

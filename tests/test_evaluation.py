@@ -20,7 +20,7 @@ from maml_rl.run.evaluation import (
     random_candidate,
     validation_generator,
 )
-from maml_rl.run.report import curves_figure
+from maml_rl.run.report import add_paired, curves_figure, format_paired, summarize
 from maml_rl.run.trainer import Trainer
 
 from .conftest import FIG4_EVAL, TINY, composed
@@ -122,11 +122,46 @@ def test_fig4_preset_trains_three_baselines_and_evaluates_four(fig4_sweep):
     for method, rows in results.items():
         assert list(rows) == (["0"] if method == "oracle" else ["0", "1", "2", "3"])
         for k, row in rows.items():
-            assert set(row) == {"mean", "ci95", "n_tasks", "n_seeds"} | ({"lr"} if k != "0" else set()) and (row["n_tasks"], row["n_seeds"]) == (5, 1)
+            assert set(row) == ({"mean", "ci95", "n_tasks", "n_seeds"} | ({"lr"} if k != "0" else set())
+                                | ({"paired"} if method != "maml" else set())) and (row["n_tasks"], row["n_seeds"]) == (5, 1)
             assert -10 <= row["mean"] <= 0 and row["ci95"] >= 0
-    for name in ("results.csv", "adaptation_curve.png", "trajectories.png"):
+    for name in ("results.csv", "returns_per_task.csv", "adaptation_curve.png", "trajectories.png"):
         assert (sweep / "evaluation" / name).stat().st_size > 0
     assert "k=3" in proc.stdout and "pretrained" in proc.stdout  # the table in the terminal
+    assert "maml minus each method on the same tasks (paired)" in proc.stdout
+
+
+def test_paired_differences_are_per_task_differences_from_maml(fig4_sweep):
+    """Recomputed from returns_per_task.csv: each method's mean, and MAML minus it task by task."""
+    _, sweep, _ = fig4_sweep
+    results = json.loads((sweep / "evaluation" / "results.json").read_text())
+    with open(sweep / "evaluation" / "returns_per_task.csv") as f:
+        rows = list(csv.DictReader(f))
+    table = {(r["method"], int(r["k"]), int(r["task"])): float(r["return"]) for r in rows}
+    assert len(rows) == len(table) == 5 * (3 * 4 + 1)  # 5 tasks, k = 0..3 for three methods, k = 0 for the oracle
+    for method, by_k in results.items():
+        for k, row in by_k.items():
+            mine = torch.tensor([table[method, int(k), t] for t in range(5)], dtype=torch.float64)
+            assert row["mean"] == pytest.approx(mine.mean().item(), abs=1e-3)
+            if method == "maml":
+                continue
+            diff = torch.tensor([table["maml", int(k), t] for t in range(5)], dtype=torch.float64) - mine
+            assert row["paired"]["reference"] == "maml"
+            assert row["paired"]["mean"] == pytest.approx(diff.mean().item(), abs=1e-3)
+            assert row["paired"]["ci95"] == pytest.approx(1.96 * diff.std().item() / 5 ** 0.5, abs=1e-3)
+
+
+def test_paired_interval_removes_the_spread_of_task_difficulty():
+    """Two methods a constant apart on tasks of very different difficulty: the paired interval is
+    zero while each method's own interval is wide."""
+    difficulty = torch.tensor([[-50.0, -10.0, -30.0, 0.0]])
+    per_task = {"maml": difficulty + 3.0, "pretrained": difficulty}
+    results = {label: summarize(returns) for label, returns in per_task.items()}
+    add_paired(results, per_task)
+    assert results["pretrained"][0]["ci95"] > 10 and "paired" not in results["maml"][0]
+    assert results["pretrained"][0]["paired"] == {"reference": "maml", "mean": 3.0, "ci95": 0.0}
+    assert "3.00 ±  0.00" in format_paired(results, 0)
+    assert format_paired({"pretrained": summarize(difficulty)}, 0) == ""  # no MAML method, no paired table
 
 
 def test_fig4_preset_with_the_submitit_launcher(tmp_path):

@@ -27,7 +27,8 @@ from ..core.sampler import episode_returns
 from ..envs import ENVS
 from ..policies import Policy, policy_from_state
 from .build import build_env, build_learner, build_sampler, flatten, initial_policy, resolve_checkpoint, task_conditions
-from .report import metric_name, plot_activation, plot_curves, plot_equity, plot_trajectories, summarize, write_tables
+from .report import (add_paired, metric_name, plot_activation, plot_curves, plot_equity, plot_trajectories, summarize,
+                     write_per_task, write_tables)
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +311,10 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dic
     step size α_k that led to it (``lr``: one per seed). For an env family that backtests
     (``TaskEnv.statistics``: trading), each row also has ``backtest``: the deterministic policy's
     statistics, ``{name: {"mean", "ci95"}}``, and the family's benchmarks (buy-and-hold, flat) are
-    rows of their own. Writes ``results.json`` (``{label: {k: {"mean", "ci95", "n_tasks",
-    "n_seeds", "lr", "backtest"}}}``), ``results.csv``, ``adaptation_curve.png``, for navigation
+    rows of their own. Every method's row also has ``paired``: the first MAML label's return minus
+    the method's on the same tasks (``report.add_paired``). Writes ``results.json`` (``{label: {k:
+    {"mean", "ci95", "n_tasks", "n_seeds", "lr", "paired", "backtest"}}}``), ``results.csv``,
+    ``returns_per_task.csv``, ``adaptation_curve.png``, for navigation
     ``trajectories.png``, for a backtest ``equity_curves.png``, and for a policy with parts (a
     mixture's experts) ``activation_<label>_s<seed>.png`` to ``out_dir``.
     """
@@ -325,21 +328,24 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path) -> dic
             out_dir.mkdir(parents=True, exist_ok=True)
             plot_activation(curve.activation, f"{c.label} (seed {c.seed}) after {len(step_sizes)} steps",
                             out_dir / f"activation_{metric_name(c.label).replace('/', '_')}_s{c.seed}.png")
-        curves.setdefault(c.label, []).append(curve.returns)
+        curves.setdefault(c.label, []).append((c.seed, curve.returns))
         lrs.setdefault(c.label, []).append(step_sizes)
         if step_sizes:  # the trajectories before and after adaptation
             paths.setdefault(c.label, curve.paths)
         if backtests:
             tests.setdefault(c.label, []).append(backtest(c, cfg, tasks, curve.params))
     results = {}
-    for label, rows in curves.items():
+    for label, seeds in curves.items():
+        rows = [returns for _, returns in seeds]
         results[label] = summarize(torch.cat(rows, dim=1), len(rows))
         for k in range(1, len(results[label])):
             results[label][k]["lr"] = [seed_lrs[k - 1] for seed_lrs in lrs[label]]
+    add_paired(results, {label: torch.stack([r for _, r in seeds]).mean(0) for label, seeds in curves.items()})
     if backtests:
         add_backtests(results, tests, cfg, tasks)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(results, out_dir)
+    write_per_task(curves, out_dir)
     title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"
     plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png", title)
     if cfg.env.name == "navigation" and paths:

@@ -30,26 +30,81 @@ def summarize(returns: torch.Tensor, seeds: int = 1) -> dict[int, dict[str, floa
                 "n_seeds": seeds} for k, row in enumerate(returns.double())}
 
 
+def add_paired(results: dict, per_task: dict[str, torch.Tensor]) -> None:
+    """Add ``paired`` to every row of a method other than the reference (the first MAML label):
+    the reference's return minus the method's on the same tasks, ``{"reference", "mean", "ci95"}``.
+
+    Every method is evaluated on the same tasks, so the spread of task difficulty (a goal velocity
+    of 0 or 3), which dominates each method's own interval, cancels in the per-task difference:
+    the paired interval answers "does the reference beat this method on these tasks?". The 95%
+    half-width is 1.96·s/√n over tasks (normal approximation). ``per_task`` is ``{label: [k, task]}``
+    (each task's return averaged over seeds); labels and ``k`` are those of ``results``.
+    """
+    reference = next((label for label in per_task if label.split()[0] == "maml"), None)
+    if reference is None:
+        return
+    for label, returns in per_task.items():
+        if label == reference:
+            continue
+        for k in range(min(len(returns), len(per_task[reference]))):
+            diff = (per_task[reference][k] - returns[k]).double()
+            results[label][k]["paired"] = {"reference": reference, "mean": diff.mean().item(),
+                                           "ci95": 1.96 * diff.std().item() / math.sqrt(diff.numel())}
+
+
+def format_paired(results: dict, num_steps: int) -> str:
+    """The paired table as text: reference − method on the same tasks, ``mean ± ci95`` per k
+    (empty without a reference)."""
+    rows = {m: r for m, r in results.items() if any("paired" in row for row in r.values())}
+    if not rows:
+        return ""
+    reference = next(row["paired"]["reference"] for r in rows.values() for row in r.values() if "paired" in row)
+    width = max([12, *(len(m) + 2 for m in rows)])
+    lines = [f"{reference} minus each method on the same tasks (paired):",
+             f"{'method':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1))]
+    for method, r in rows.items():
+        cells = [f"{r[k]['paired']['mean']:8.2f} ± {r[k]['paired']['ci95']:5.2f}" if k in r and "paired" in r[k]
+                 else "-" for k in range(num_steps + 1)]
+        lines.append(f"{method:<{width}}" + "".join(f"{c:>18}" for c in cells))
+    return "\n".join(lines)
+
+
 def backtest_names(results: dict) -> list[str]:
     """The backtest statistics in ``results`` (``return``, ``sharpe``, …; none outside a backtest)."""
     return list(dict.fromkeys(name for rows in results.values() for r in rows.values() for name in r.get("backtest", {})))
 
 
 def write_tables(results: dict, out_dir: Path) -> None:
-    """``results.json`` (the contract) and ``results.csv`` (one row per method and k; with a backtest,
-    ``bt_<statistic>`` and ``bt_<statistic>_ci95`` columns of the deterministic policy)."""
+    """``results.json`` (the contract) and ``results.csv`` (one row per method and k: the paired
+    difference from the reference in ``paired_mean`` and ``paired_ci95``, empty for the reference; with
+    a backtest, ``bt_<statistic>`` and ``bt_<statistic>_ci95`` columns of the deterministic policy)."""
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     names = backtest_names(results)
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "k", "mean", "ci95", "n_tasks", "n_seeds", "lr",
+        writer.writerow(["method", "k", "mean", "ci95", "n_tasks", "n_seeds", "lr", "paired_mean", "paired_ci95",
                          *(f"bt_{n}{suffix}" for n in names for suffix in ("", "_ci95"))])
         for method, rows in results.items():
             for k, r in rows.items():
-                tested = r.get("backtest", {})
+                tested, paired = r.get("backtest", {}), r.get("paired")
                 writer.writerow([method, k, f"{r['mean']:.4f}", f"{r['ci95']:.4f}", r["n_tasks"], r["n_seeds"],
-                                 step_size_text(r), *(f"{tested[n][key]:.4f}" if n in tested else ""
+                                 step_size_text(r), *((f"{paired['mean']:.4f}", f"{paired['ci95']:.4f}") if paired
+                                                      else ("", "")),
+                                 *(f"{tested[n][key]:.4f}" if n in tested else ""
                                                       for n in names for key in ("mean", "ci95"))])
+
+
+def write_per_task(returns: dict[str, list[tuple[int, torch.Tensor]]], out_dir: Path) -> None:
+    """``returns_per_task.csv``: one row per method, training seed, test task and k (columns
+    ``method, seed, task, k, return``), from ``{label: [(seed, [k, task] returns)]}``, for analyses
+    the tables do not make (the tasks are the same for every method, in the same order)."""
+    with open(out_dir / "returns_per_task.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "seed", "task", "k", "return"])
+        for label, seeds in returns.items():
+            for seed, rows in seeds:
+                for k, row in enumerate(rows.tolist()):
+                    writer.writerows([label, seed, task, k, f"{value:.4f}"] for task, value in enumerate(row))
 
 
 def step_sizes(rows: dict) -> str:
