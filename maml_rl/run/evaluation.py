@@ -27,8 +27,17 @@ from ..core.sampler import episode_returns
 from ..envs import ENVS
 from ..policies import Policy, policy_from_state
 from .build import build_env, build_learner, build_sampler, flatten, initial_policy, resolve_checkpoint, task_conditions
-from .report import (add_paired, metric_name, plot_activation, plot_curves, plot_equity, plot_trajectories, summarize,
-                     write_per_task, write_tables)
+from .report import (
+    add_paired,
+    metric_name,
+    plot_activation,
+    plot_curves,
+    plot_equity,
+    plot_trajectories,
+    summarize,
+    write_per_task,
+    write_tables,
+)
 
 log = logging.getLogger(__name__)
 
