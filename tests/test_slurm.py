@@ -40,6 +40,35 @@ def slurm_cluster():
     subprocess.run(["bash", str(SCRIPTS / "stop-local-slurm.sh")], capture_output=True, timeout=300, check=False)
 
 
+
+def wait_up(tmp_path: Path, fake_daemon: str) -> subprocess.CompletedProcess:
+    """Run the start script's wait_up on a fake daemon (`sleep`) that writes tmp_path/pid."""
+    script = f"""
+        log() {{ echo "$*" >&2; }}
+        . {SCRIPTS / "daemons.sh"}
+        TIMEOUT=30 PF={tmp_path / "pid"} ANSWER={tmp_path / "answer"}
+        ( {fake_daemon} ) >/dev/null 2>&1 &
+        fake=$!
+        wait_up sleep "$PF" "the fake daemon" test -e "$ANSWER"
+        rc=$?
+        wait $fake
+        kill "$(cat "$PF")" 2>/dev/null
+        exit $rc"""
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_wait_up_waits_for_a_daemon_slow_to_write_its_pid_file(tmp_path):
+    # the pid file appears only after the 2 s in which a dead daemon is detected
+    done = wait_up(tmp_path, 'sleep 3; sleep 60 & echo $! > "$PF"; sleep 1; touch "$ANSWER"')
+    assert done.returncode == 0, done.stderr
+
+
+def test_wait_up_stops_waiting_once_the_daemon_has_exited(tmp_path):
+    done = wait_up(tmp_path, 'sleep 0.5 & echo $! > "$PF"')
+    assert done.returncode == 1
+    assert "sleep exited while waiting for: the fake daemon" in done.stderr  # not the 30 s timeout
+
+
 def maml_rl(cwd: Path, *overrides: str, wait: bool = True):
     cmd = [sys.executable, "-m", "maml_rl", "--multirun", *overrides]
     if wait:

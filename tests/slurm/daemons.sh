@@ -1,4 +1,5 @@
-# daemons.sh -- helpers shared by start-local-slurm.sh and stop-local-slurm.sh (sourced; needs log()).
+# daemons.sh -- helpers shared by start-local-slurm.sh and stop-local-slurm.sh
+# (sourced; needs log(), and TIMEOUT for wait_for/wait_up).
 
 # running PID NAME: PID exists, is not a zombie, and its comm is NAME
 # (orphaned daemons are reaped by PID 1, which in some sandboxes lags ~2s)
@@ -18,6 +19,39 @@ alive() {
     running "$pid" "$1"
 }
 # (alive NAME PIDFILE: PIDFILE names a live, non-zombie process whose comm is NAME)
+
+# wait_for DESCRIPTION CMD...: poll CMD until it succeeds or TIMEOUT seconds expire
+wait_for() {
+    local desc=$1 t0=$SECONDS
+    shift
+    until "$@" >/dev/null 2>&1; do
+        if (( SECONDS - t0 >= TIMEOUT )); then
+            log "timed out after ${TIMEOUT}s waiting for: $desc"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# wait_up NAME PIDFILE DESCRIPTION CMD...: like wait_for, but gives up early once the
+# daemon NAME has written PIDFILE and exited. A daemon that has not written its pid file
+# yet is still starting (on a loaded or freshly booted machine that can take seconds),
+# so the caller removes any stale PIDFILE before it starts the daemon.
+wait_up() {
+    local name=$1 pf=$2 desc=$3 t0=$SECONDS
+    shift 3
+    until "$@" >/dev/null 2>&1; do
+        if (( SECONDS - t0 >= 2 )) && [ -s "$pf" ] && ! alive "$name" "$pf"; then
+            log "$name exited while waiting for: $desc"
+            return 1
+        fi
+        if (( SECONDS - t0 >= TIMEOUT )); then
+            log "timed out after ${TIMEOUT}s waiting for: $desc"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
 
 # stop_daemon NAME PIDFILE: SIGTERM, wait, SIGKILL; only if alive() says it is ours
 stop_daemon() {
