@@ -40,7 +40,6 @@ def slurm_cluster():
     subprocess.run(["bash", str(SCRIPTS / "stop-local-slurm.sh")], capture_output=True, timeout=300, check=False)
 
 
-
 def wait_up(tmp_path: Path, fake_daemon: str) -> subprocess.CompletedProcess:
     """Run the start script's wait_up on a fake daemon (`sleep`) that writes tmp_path/pid."""
     script = f"""
