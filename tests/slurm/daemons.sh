@@ -20,23 +20,10 @@ alive() {
 }
 # (alive NAME PIDFILE: PIDFILE names a live, non-zombie process whose comm is NAME)
 
-# wait_for DESCRIPTION CMD...: poll CMD until it succeeds or TIMEOUT seconds expire
-wait_for() {
-    local desc=$1 t0=$SECONDS
-    shift
-    until "$@" >/dev/null 2>&1; do
-        if (( SECONDS - t0 >= TIMEOUT )); then
-            log "timed out after ${TIMEOUT}s waiting for: $desc"
-            return 1
-        fi
-        sleep 0.2
-    done
-}
-
-# wait_up NAME PIDFILE DESCRIPTION CMD...: like wait_for, but gives up early once the
-# daemon NAME has written PIDFILE and exited. A daemon that has not written its pid file
-# yet is still starting (on a loaded or freshly booted machine that can take seconds),
-# so the caller removes any stale PIDFILE before it starts the daemon.
+# wait_up NAME PIDFILE DESCRIPTION CMD...: poll CMD until it succeeds or TIMEOUT seconds
+# expire; give up early once the daemon NAME has written PIDFILE and exited. A daemon that
+# has not written its pid file yet is still starting (on a loaded or freshly booted machine
+# that can take seconds), so the caller removes any stale PIDFILE before it starts the daemon.
 wait_up() {
     local name=$1 pf=$2 desc=$3 t0=$SECONDS
     shift 3
@@ -52,6 +39,9 @@ wait_up() {
         sleep 0.2
     done
 }
+
+# wait_for DESCRIPTION CMD...: wait_up with no daemon to watch (an empty PIDFILE never exists)
+wait_for() { wait_up "" "" "$@"; }
 
 # stop_daemon NAME PIDFILE: SIGTERM, wait, SIGKILL; only if alive() says it is ours
 stop_daemon() {
