@@ -8,12 +8,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from . import app
-from .config import register
+from .config import CONF, register
 
 register()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     return app.main(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))

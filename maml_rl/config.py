@@ -22,7 +22,17 @@ from .policies import POLICIES, PolicyConfig
 from .registry import Registry
 from .tracking import TRACKERS, TrackingConfig
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"  # presets: the `experiment` group
+
+
+def shipped(folder: str) -> Path:
+    """A top-level folder of the project (``conf``, ``experiments``): inside the installed package
+    (a wheel carries them as ``maml_rl/<folder>``), else beside it in a checkout."""
+    package = Path(__file__).resolve().parent
+    return package / folder if (package / folder).is_dir() else package.parent / folder
+
+
+CONF = shipped("conf")  # the config groups
+EXPERIMENTS = shipped("experiments")  # presets: the `experiment` group
 MODES = ("train", "evaluate")
 SEED_LIMIT = 2**31  # training seeds lie below it, evaluation streams above (torch seeds use 32 bits)
 
@@ -209,7 +219,6 @@ def register() -> None:
                                                         "template": help_text()})
 
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = {"env": "the task distribution", "algorithm": "the outer loop (meta-optimiser)",
           "inner": "the adaptation step", "baseline": "what is trained",
           "policy": "the policy", "tracking": "where runs are recorded"}
