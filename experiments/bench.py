@@ -36,8 +36,7 @@ from hydra import compose, initialize_config_dir
 from maml_rl.config import register, validate
 from maml_rl.core.sampler import cores_for, rollout
 from maml_rl.envs.locomotion import AntVelEnv, available_threads
-from maml_rl.run.build import initial_policy
-from maml_rl.run.trainer import Trainer
+from maml_rl.run.build import build_trainer, initial_policy
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 KEYS = ("time_iteration", "time_sampling", "time_inner", "time_outer")
@@ -55,7 +54,7 @@ def measure(overrides: list[str], iterations: int, warmup: int) -> dict[str, flo
     """Median of each timing over ``iterations`` meta-iterations after ``warmup`` ones, in this process."""
     cfg = config(overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp))
+        trainer = build_trainer(cfg, Path(tmp))
         for _ in range(warmup):
             trainer.meta_step()
         runs = [trainer.meta_step() for _ in range(iterations)]
@@ -83,7 +82,7 @@ def ant_env(cfg, threads: int) -> AntVelEnv:
     generator = torch.Generator().manual_seed(0)
     env = AntVelEnv(cfg.meta_batch_size, cfg.episodes_per_task, threads=threads, generator=generator)
     env.healthy_z = (-np.inf, np.inf)
-    env.set_tasks(env.sample_tasks(cfg.meta_batch_size, generator))
+    env.set_tasks(AntVelEnv.sample_tasks(cfg.meta_batch_size, generator))
     return env
 
 

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 from itertools import pairwise
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 from maml_rl.core.checkpoint import load_checkpoint
 from maml_rl.envs.navigation import Navigation2DEnv
-from maml_rl.run.build import build_env, build_learner, build_sampler, resolve_checkpoint
+from maml_rl.run.build import build_inner_loop, build_sampler, family_of, resolve_checkpoint
 from maml_rl.run.evaluation import evaluation_generator, load_candidate
+from maml_rl.tracking import TRACKERS
 
 REACHES = (0.30, 0.35, 0.38, 0.40, 0.42, 0.45)
 BINS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.75)
@@ -53,15 +55,16 @@ def adapted_end_points(path: str, cfg, num_tasks: int, seed: int) -> tuple[torch
 
     ``cfg`` is the checkpoint's config. The oracle is not adapted (as in ``mode=evaluate``).
     """
-    candidate = load_candidate(path, cfg, tracking_uri="")
+    family = family_of(cfg)
+    candidate = load_candidate(path, cfg, family=family)
     policy, generator = candidate.policy, evaluation_generator(seed + 1)
-    goals = Navigation2DEnv.sample_tasks(num_tasks, evaluation_generator(seed))
-    support_env, env = (build_env(cfg, num_tasks, n, candidate.oracle, normalize_actions=candidate.normalize_actions)
+    goals = family.sample_tasks(num_tasks, evaluation_generator(seed))
+    support_env, env = (family.make_env(num_tasks, n, candidate.oracle, normalize_actions=candidate.normalize_actions)
                         for n in (cfg.episodes_per_task, 1))
-    learner = build_learner(cfg, policy, 0 if candidate.oracle else cfg.inner.num_steps)
+    inner_loop = build_inner_loop(cfg, policy, 0 if candidate.oracle else cfg.inner.num_steps)
     theta = {k: v.detach() for k, v in policy.params().items()}
     sampler = build_sampler(cfg, support_env, policy, generator)
-    _, adaptation, _ = learner.collect_and_adapt(sampler, theta, goals, differentiable=False)
+    _, adaptation, _ = inner_loop.collect_and_adapt(sampler, theta, goals, differentiable=False)
     params = {k: v.detach() for k, v in adaptation.adapted.items()}
     env.set_tasks(goals)
     td = env.reset()
@@ -80,7 +83,7 @@ def main() -> None:
     if args.tasks < 1:
         parser.error(f"--tasks must be >= 1, got {args.tasks}")
     try:
-        state = load_checkpoint(resolve_checkpoint(args.checkpoint, ""))
+        state = load_checkpoint(resolve_checkpoint(args.checkpoint, TRACKERS.settings({"name": "none"}), Path.cwd()))
     except (OSError, ValueError) as err:  # missing or not a checkpoint
         parser.error(str(err))
     cfg = OmegaConf.create(state["config"])

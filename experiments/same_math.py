@@ -57,7 +57,7 @@ def current(iterations: int) -> list[dict[str, float]]:
     from hydra import compose, initialize_config_dir
 
     from maml_rl.config import register
-    from maml_rl.run.trainer import Trainer
+    from maml_rl.run.build import build_trainer
 
     register()
     threads = torch.get_num_threads()
@@ -66,7 +66,7 @@ def current(iterations: int) -> list[dict[str, float]]:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose(config_name="config", overrides=["seed=0", "threads=1"])
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(cfg, Path(tmp))
+            trainer = build_trainer(cfg, Path(tmp))
             rows = [trainer.meta_step() for _ in range(iterations)]
     finally:
         torch.set_num_threads(threads)

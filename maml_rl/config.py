@@ -15,13 +15,12 @@ from typing import Any, ClassVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from .algorithms import ALGORITHMS, AlgorithmConfig
+from .algorithms import ALGORITHMS, OuterLoopConfig
 from .core.maml import ESTIMATORS
 from .envs import ENVS, EnvConfig
 from .policies import POLICIES, PolicyConfig
 from .registry import Registry
 from .tracking import TRACKERS, TrackingConfig
-
 
 
 def shipped(folder: str) -> Path:
@@ -110,7 +109,7 @@ class Config:
     """The whole config of ``python -m maml_rl``."""
 
     env: EnvConfig = MISSING
-    algorithm: AlgorithmConfig = MISSING
+    algorithm: OuterLoopConfig = MISSING
     inner: InnerConfig = MISSING
     baseline: BaselineConfig = MISSING
     policy: PolicyConfig = MISSING

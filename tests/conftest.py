@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from tensordict import TensorDict
 
 from maml_rl.config import register
-from maml_rl.core.maml import MetaLearner
+from maml_rl.core.maml import InnerLoop
 from maml_rl.core.objective import MetaObjective
 from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
 from maml_rl.policies.moe import MixtureOfExpertsPolicy
@@ -46,8 +46,8 @@ def random_episodes(policy: GaussianMLPPolicy, tasks=3, episodes=4, horizon=5, s
 
 def make_objective(policy, supports, query, lr=0.5, first_order=False, estimator="maml") -> MetaObjective:
     """The query surrogate of ``policy`` adapted on ``supports`` with one step size ``lr``."""
-    learner = MetaLearner(policy, lr, len(supports), first_order, estimator)
-    return MetaObjective(learner, supports, query)
+    inner_loop = InnerLoop(policy, lr, len(supports), first_order, estimator)
+    return MetaObjective(inner_loop, supports, query)
 
 
 @pytest.fixture

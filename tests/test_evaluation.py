@@ -3,14 +3,17 @@
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 
 from maml_rl.core.checkpoint import load_checkpoint, save_checkpoint
-from maml_rl.envs.navigation import Navigation2DEnv
+from maml_rl.envs.navigation import Navigation, NavigationConfig
+from maml_rl.run.build import build_trainer
 from maml_rl.run.evaluation import (
     adaptation_curve,
     evaluate,
@@ -20,17 +23,16 @@ from maml_rl.run.evaluation import (
     random_candidate,
     validation_generator,
 )
-from maml_rl.run.report import add_paired, curves_figure, format_paired, summarize
-from maml_rl.run.trainer import Trainer
+from maml_rl.run.report import curves_figure, format_paired, summarize
 
 from .conftest import FIG4_EVAL, TINY, composed
 from .test_cli import run_cli, runs_in
 
 
 def test_pretrained_training_never_runs_the_inner_loop(tmp_path):
-    trainer = Trainer(composed(*TINY, "baseline=pretrained"), tmp_path)
-    tasks = trainer.env.sample_tasks(2, trainer.generator)
-    batch = trainer.learner.meta_batch(trainer.sampler, trainer.policy.params(), tasks)
+    trainer = build_trainer(composed(*TINY, "baseline=pretrained"), tmp_path)
+    tasks = trainer.family.sample_tasks(2, trainer.generator)
+    batch = trainer.inner_loop.meta_batch(trainer.sampler, trainer.policy.params(), tasks)
     assert batch.supports == [] and batch.adaptation.grads == [] and len(batch.adaptation.params) == 1
     assert batch.timings["time_inner"] == 0.0
     metrics = trainer.meta_step()
@@ -38,16 +40,16 @@ def test_pretrained_training_never_runs_the_inner_loop(tmp_path):
 
 
 def test_oracle_observations_carry_the_task_parameters(tmp_path):
-    trainer = Trainer(composed(*TINY, "baseline=oracle"), tmp_path)
-    assert trainer.policy.obs_dim == 4 and trainer.learner.num_steps == 0
-    goals = trainer.env.sample_tasks(2, trainer.generator)
-    query = trainer.learner.meta_batch(trainer.sampler, trainer.policy.params(), goals).query
+    trainer = build_trainer(composed(*TINY, "baseline=oracle"), tmp_path)
+    assert trainer.policy.obs_dim == 4 and trainer.inner_loop.num_steps == 0
+    goals = trainer.family.sample_tasks(2, trainer.generator)
+    query = trainer.inner_loop.meta_batch(trainer.sampler, trainer.policy.params(), goals).query
     assert torch.equal(query["observation"][..., 2:], goals.float()[:, None, None, :].expand_as(query["observation"][..., 2:]))
 
 
 def test_random_baseline_is_reproducible_from_its_seed(tmp_path):
     cfg = composed(*TINY, "baseline=random", "seed=5")
-    Trainer(cfg, tmp_path).meta_train()
+    build_trainer(cfg, tmp_path).meta_train()
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["iteration"] == 0 and state["baseline"] == "random"
     again = random_candidate(cfg).policy.state_dict()
@@ -58,11 +60,11 @@ def test_random_baseline_is_reproducible_from_its_seed(tmp_path):
 
 def test_a_checkpoint_is_evaluated_in_the_action_space_it_was_trained_in(tmp_path):
     raw = composed(*TINY, "env.normalize_actions=false")
-    Trainer(raw, tmp_path).meta_train()
+    build_trainer(raw, tmp_path).meta_train()
     cfg = composed(*TINY)  # the evaluation config normalises actions
     candidate = load_candidate(str(tmp_path), cfg, "")
     assert not candidate.normalize_actions
-    tasks = Navigation2DEnv.sample_tasks(3, evaluation_generator(0))
+    tasks = Navigation(NavigationConfig()).sample_tasks(3, evaluation_generator(0))
     curve = adaptation_curve(candidate, cfg, tasks, [0.1], evaluation_generator(1)).returns
     assert torch.equal(curve, adaptation_curve(candidate, raw, tasks, [0.1], evaluation_generator(1)).returns)
     normalised = dataclasses.replace(candidate, normalize_actions=True)
@@ -77,9 +79,9 @@ def test_a_checkpoint_is_evaluated_in_the_action_space_it_was_trained_in(tmp_pat
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_evaluation_tasks_never_coincide_with_training_or_validation_tasks(seed):
-    training = Navigation2DEnv.sample_tasks(10000, torch.Generator().manual_seed(seed))
-    evaluation = Navigation2DEnv.sample_tasks(40, evaluation_generator(seed))
-    validation = Navigation2DEnv.sample_tasks(40, validation_generator(seed))
+    training = Navigation(NavigationConfig()).sample_tasks(10000, torch.Generator().manual_seed(seed))
+    evaluation = Navigation(NavigationConfig()).sample_tasks(40, evaluation_generator(seed))
+    validation = Navigation(NavigationConfig()).sample_tasks(40, validation_generator(seed))
     assert torch.cdist(evaluation, training).min() > 0 and torch.cdist(evaluation, validation).min() > 0
 
 
@@ -90,14 +92,14 @@ def test_each_method_adapts_with_the_step_sizes_its_validation_tasks_choose(tmp_
     base = [*TINY, "env.horizon=100", "eval.num_tasks=4", "eval.num_val_tasks=4", "eval.num_steps=2",
             "eval.episodes_per_task=4"]
     candidate = random_candidate(composed(*base))
-    fixed = evaluate(composed(*base, "eval.lr=[0.1]"), [candidate], tmp_path / "fixed")["random"]
+    fixed = evaluate(composed(*base, "eval.lr=[0.1]"), [candidate], tmp_path / "fixed").results["random"]
     assert fixed[1]["lr"] == fixed[2]["lr"] == [0.1] and "lr" not in fixed[0]
-    chosen = evaluate(composed(*base, "eval.lr_grid=[10.0,0.1]"), [candidate], tmp_path / "chosen")["random"]
+    chosen = evaluate(composed(*base, "eval.lr_grid=[10.0,0.1]"), [candidate], tmp_path / "chosen").results["random"]
     assert chosen[1]["lr"] == chosen[2]["lr"] == [0.1]
     assert [chosen[k]["mean"] for k in range(3)] == [fixed[k]["mean"] for k in range(3)]
-    diverged = evaluate(composed(*base, "eval.lr_grid=[1000.0,0.1]"), [candidate], tmp_path / "nan")["random"]
+    diverged = evaluate(composed(*base, "eval.lr_grid=[1000.0,0.1]"), [candidate], tmp_path / "nan").results["random"]
     assert diverged[1]["lr"] == [0.1]  # listed first, 1000 still loses (about -600 per episode)
-    forced = evaluate(composed(*base, "eval.lr_grid=[10.0]"), [candidate], tmp_path / "forced")["random"]
+    forced = evaluate(composed(*base, "eval.lr_grid=[10.0]"), [candidate], tmp_path / "forced").results["random"]
     assert forced[2]["lr"] == [10.0] and forced[2]["mean"] < fixed[2]["mean"] - 100
     with open(tmp_path / "chosen" / "results.csv") as f:
         assert [row["lr"] for row in csv.DictReader(f)] == ["", "0.1", "0.1"]
@@ -154,14 +156,16 @@ def test_paired_differences_are_per_task_differences_from_maml(fig4_sweep):
 def test_paired_interval_removes_the_spread_of_task_difficulty():
     """Two methods a constant apart on tasks of very different difficulty: the paired interval is
     zero while each method's own interval is wide."""
-    difficulty = torch.tensor([[-50.0, -10.0, -30.0, 0.0]])
-    per_task = {"maml": difficulty + 3.0, "pretrained": difficulty}
-    results = {label: summarize(returns) for label, returns in per_task.items()}
-    add_paired(results, per_task)
+    difficulty = [-50.0, -10.0, -30.0, 0.0]
+    table = pd.DataFrame([{"method": m, "run": i, "seed": 0, "task": t, "k": 0, "return": r + offset, "lr": math.nan,
+                           "reference": False}
+                          for i, (m, offset) in enumerate([("maml", 3.0), ("pretrained", 0.0)])
+                          for t, r in enumerate(difficulty)])
+    results = summarize(table)
     assert results["pretrained"][0]["ci95"] > 10 and "paired" not in results["maml"][0]
     assert results["pretrained"][0]["paired"] == {"reference": "maml", "mean": 3.0, "ci95": 0.0}
     assert "3.00 ±  0.00" in format_paired(results, 0)
-    assert format_paired({"pretrained": summarize(difficulty)}, 0) == ""  # no MAML method, no paired table
+    assert format_paired(summarize(table[table["method"] == "pretrained"]), 0) == ""  # no MAML method, no paired table
 
 
 def test_fig4_preset_with_the_submitit_launcher(tmp_path):
@@ -247,7 +251,7 @@ def test_checkpoints_of_different_settings_are_never_pooled_as_seeds(tmp_path):
     ProMP gets a row of its own, labelled by what sets it apart (not by its seed or threads)."""
     runs = {"trpo0": ["seed=0"], "trpo1": ["seed=1", "threads=2"], "promp": ["algorithm=promp"]}
     for name, overrides in runs.items():
-        Trainer(composed(*TINY, "num_iterations=1", *overrides), tmp_path / name).meta_train()
+        build_trainer(composed(*TINY, "num_iterations=1", *overrides), tmp_path / name).meta_train()
     cfg = composed(*TINY, "mode=evaluate", f"eval.checkpoints=[{','.join(str(tmp_path / n) for n in runs)}]")
     labels = [c.label for c in load_candidates(cfg, "")]
     assert labels == ["maml algorithm=promp", "maml algorithm=trpo", "maml algorithm=trpo", "random"]

@@ -3,7 +3,7 @@
 import pytest
 
 from maml_rl.config import ConfigError, validate
-from maml_rl.run.trainer import Trainer
+from maml_rl.run.build import build_trainer
 
 from .conftest import composed
 
@@ -39,7 +39,7 @@ def test_validate_names_key_value_and_rule():
 @pytest.mark.parametrize("overrides", [[], ["inner.first_order=true"], ["inner.num_steps=2"], ["algorithm=ppo"]])
 def test_short_meta_training_improves_post_adaptation_return(tmp_path, overrides):
     cfg = composed("meta_batch_size=10", "episodes_per_task=10", "num_iterations=12", "seed=1", *overrides)
-    trainer = Trainer(cfg, tmp_path)
+    trainer = build_trainer(cfg, tmp_path)
     first = trainer.meta_step()
     assert first["post_adaptation_return"] < -60  # the untrained policy wanders off
     final = trainer.meta_train()  # mean of the last iterations

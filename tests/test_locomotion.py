@@ -6,8 +6,9 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from maml_rl.config import settings
 from maml_rl.core.sampler import rollout
-from maml_rl.envs import make_env
+from maml_rl.envs import build_family
 from maml_rl.envs.locomotion import AntDirEnv, AntVelEnv, HalfCheetahDirEnv, HalfCheetahVelEnv, compiler_warnings_to_log
 from maml_rl.policies.base import ObservationNormalizer
 from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
@@ -118,12 +119,13 @@ def test_oracle_appends_the_task_parameter_and_actions_are_clipped():
 
 @pytest.mark.parametrize("name", ["ant", "halfcheetah_vel"])
 def test_action_normalisation_is_the_identity_for_the_mujoco_actuators(name):
-    envs = [make_env(composed(f"env={name}", f"env.normalize_actions={n}").env, 2, 2, threads=1,
-                     generator=torch.Generator().manual_seed(0)) for n in (True, False)]
+    families = [build_family(settings(composed(f"env={name}", f"env.normalize_actions={n}"), "env"), threads=1)
+                for n in (True, False)]
+    envs = [f.make_env(2, 2, generator=torch.Generator().manual_seed(0)) for f in families]
     action = 1.5 * torch.randn(2, 2, envs[0].action_spec.shape[-1], generator=torch.Generator().manual_seed(1))
     steps = []
-    for env in envs:
-        env.set_tasks(env.sample_tasks(2, torch.Generator().manual_seed(2)))
+    for env, family in zip(envs, families):
+        env.set_tasks(family.sample_tasks(2, torch.Generator().manual_seed(2)))
         env.reset()
         steps.append(env.step(TensorDict({"action": action}, [2, 2]))["next"])
     assert torch.equal(steps[0]["observation"], steps[1]["observation"])

@@ -9,7 +9,7 @@ from maml_rl.core import maml as maml_module
 from maml_rl.core import objective as objective_module
 from maml_rl.core.objective import MetaObjective
 from maml_rl.core.sampler import valid_steps
-from maml_rl.run.trainer import Trainer
+from maml_rl.run.build import build_trainer
 
 from .conftest import POLICY_KINDS, composed, make_objective, make_policy, random_episodes
 
@@ -166,15 +166,15 @@ def test_a_meta_batch_past_one_pass_is_sampled_without_a_graph_and_updated_the_s
     for passes in (1, 4):
         cfg = composed("meta_batch_size=4", "episodes_per_task=2", "env.horizon=10", "policy.hidden_sizes=[8,8]",
                        "threads=1", *algorithm)
-        trainer = Trainer(cfg, tmp_path / str(passes))
+        trainer = build_trainer(cfg, tmp_path / str(passes))
         trainer.policy.chunk_rows = 20 * 4 // passes  # 2 episodes × 10 steps per task
-        tasks = trainer.env.sample_tasks(4, trainer.generator)
-        batch = trainer.learner.meta_batch(trainer.sampler, trainer.policy.params(), tasks)
+        tasks = trainer.family.sample_tasks(4, trainer.generator)
+        batch = trainer.inner_loop.meta_batch(trainer.sampler, trainer.policy.params(), tasks)
         assert batch.adaptation.differentiable == (passes == 1)
-        trainer.algorithm.step(MetaObjective(trainer.learner, batch.supports, batch.query),
+        trainer.outer_loop.step(MetaObjective(trainer.inner_loop, batch.supports, batch.query),
                                trainer.policy.params(), batch.adaptation, trainer.generator)
         thetas.append(flat(trainer.policy.params().values()).detach())
-    assert (thetas[0] - flat(Trainer(cfg, tmp_path / "0").policy.params().values())).abs().max() > 1e-3  # a real step
+    assert (thetas[0] - flat(build_trainer(cfg, tmp_path / "0").policy.params().values())).abs().max() > 1e-3  # a real step
     torch.testing.assert_close(thetas[1], thetas[0], rtol=1e-4, atol=1e-6)
 
 

@@ -10,7 +10,7 @@ import torch
 
 from maml_rl import load_policy
 from maml_rl.core.params import expand_params
-from maml_rl.run.trainer import Trainer
+from maml_rl.run.build import build_trainer
 
 from .conftest import TINY, composed, make_objective, random_episodes, tiny_moe
 from .test_cli import run_cli, runs_in
@@ -86,7 +86,7 @@ def moe_runs(tmp_path_factory):
     for name, overrides in {"nav_moe": ["policy=moe", "policy.adapt=gating"], "ant_moe": ["policy=moe", "env=ant_dir"]}.items():
         proc = run_cli(cwd, *TINY, *overrides, f"hydra.run.dir={name}")
         assert proc.returncode == 0, proc.stderr[-3000:]
-    Trainer(composed(*TINY), cwd / "nav_mlp").meta_train()  # the MLP to compare with
+    build_trainer(composed(*TINY), cwd / "nav_mlp").meta_train()  # the MLP to compare with
     proc = run_cli(cwd, *TINY, "mode=evaluate", f"eval.checkpoints=[{cwd / 'nav_moe'},{cwd / 'nav_mlp'}]",
                    "eval.num_tasks=4", "eval.num_steps=1", "eval.episodes_per_task=2", "hydra.run.dir=evaluation")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,11 +6,12 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from maml_rl.config import settings
 from maml_rl.core.advantages import baseline_features, compute_advantages, discounted_returns, fit_linear_baseline
 from maml_rl.core.params import expand_params
 from maml_rl.core.sampler import episode_returns, rollout
-from maml_rl.envs import make_env
-from maml_rl.envs.navigation import Navigation2DEnv
+from maml_rl.envs import build_family
+from maml_rl.envs.navigation import Navigation, Navigation2DEnv, NavigationConfig
 from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
 
 from .conftest import composed
@@ -40,7 +41,7 @@ def test_dynamics_clipping_reward_and_termination():
 
 @pytest.mark.parametrize("normalize, moved", [(True, [0.05, -0.1]), (False, [0.1, -0.1])])
 def test_normalised_actions_are_scaled_to_the_bounds_then_clipped(normalize, moved):
-    env = make_env(composed(f"env.normalize_actions={normalize}").env, 2, 1)
+    env = build_family(settings(composed(f"env.normalize_actions={normalize}"), "env")).make_env(2, 1)
     assert env.action_spec.space.high.max().item() == pytest.approx(1.0 if normalize else 0.1)
     env.set_tasks(torch.tensor([[0.25, -0.1], [0.5, 0.5]], dtype=torch.float64))
     td = step(env, env.reset(), [0.5, -3.0])  # normalised: 0.5 → 0.05, -3.0 → -0.3 → clipped to -0.1
@@ -49,7 +50,7 @@ def test_normalised_actions_are_scaled_to_the_bounds_then_clipped(normalize, mov
 
 def test_oracle_observation_carries_the_goal():
     env = Navigation2DEnv(3, 2, oracle=True)
-    goals = Navigation2DEnv.sample_tasks(3, torch.Generator().manual_seed(0))
+    goals = Navigation(NavigationConfig()).sample_tasks(3, torch.Generator().manual_seed(0))
     env.set_tasks(goals)
     obs = env.reset()["observation"]
     assert obs.shape == (3, 2, 4)
@@ -57,7 +58,7 @@ def test_oracle_observation_carries_the_goal():
 
 
 def test_task_sampling_range():
-    goals = Navigation2DEnv.sample_tasks(10000, torch.Generator().manual_seed(0))
+    goals = Navigation(NavigationConfig()).sample_tasks(10000, torch.Generator().manual_seed(0))
     assert goals.min() >= -0.5 and goals.max() <= 0.5 and goals.min() < -0.49 and goals.max() > 0.49
 
 

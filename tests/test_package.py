@@ -1,5 +1,6 @@
 """The installable package: a wheel built from the checkout runs outside it."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,7 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_wheel_installed_outside_the_checkout_trains_and_loads_its_policy(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", str(ROOT),
+    source = tmp_path / "source"  # a copy: the build's own build/ dir never meets the checkout's files
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "outputs",
+                                                                  "multirun", "mlruns", "mlflow.db*", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", str(source),
                     "-w", str(tmp_path / "dist")], check=True, capture_output=True, cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("maml_rl-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

@@ -16,14 +16,14 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 from torch import nn
 
-from maml_rl.algorithms import ALGORITHMS, AlgorithmConfig
+from maml_rl.algorithms import ALGORITHMS, OuterLoopConfig
 from maml_rl.config import validate
 from maml_rl.core.checkpoint import load_checkpoint
 from maml_rl.policies import POLICIES, PolicyConfig, load_policy
 from maml_rl.policies.base import FunctionalPolicy
 from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
+from maml_rl.run.build import build_trainer
 from maml_rl.run.evaluation import evaluate, load_candidates
-from maml_rl.run.trainer import Trainer
 
 from .conftest import TINY, composed
 from .test_cli import run_cli
@@ -79,7 +79,7 @@ class LinearGaussianPolicy(FunctionalPolicy):
 
 
 @dataclass
-class GradientAscentConfig(AlgorithmConfig):
+class GradientAscentConfig(OuterLoopConfig):
     name: str = "gradient_ascent"
     lr: float = 0.05
     report_kl: bool = True
@@ -89,6 +89,8 @@ class GradientAscentConfig(AlgorithmConfig):
 @ALGORITHMS.register("gradient_ascent", GradientAscentConfig)
 class GradientAscent:
     """θ ← θ + lr ∇L(θ) on the query surrogate; counts its steps (its checkpointed state)."""
+
+    progress: ClassVar[dict] = {"steps": "surrogate_after"}  # a figure of its own on the progress bar
 
     def __init__(self, config):
         self.config, self.steps = config, 0
@@ -120,8 +122,8 @@ def test_a_policy_and_an_outer_loop_from_outside_the_package_train_and_evaluate(
     cfg = composed(*TOY, "num_iterations=3", "policy=linear_gaussian", "policy.init_std=0.3",
                    "algorithm=gradient_ascent", "algorithm.lr=0.2")
     validate(cfg)
-    trainer = Trainer(cfg, tmp_path / "run")
-    assert isinstance(trainer.policy, LinearGaussianPolicy) and isinstance(trainer.algorithm, GradientAscent)
+    trainer = build_trainer(cfg, tmp_path / "run")
+    assert isinstance(trainer.policy, LinearGaussianPolicy) and isinstance(trainer.outer_loop, GradientAscent)
     metrics = trainer.meta_step()
     assert abs(metrics["linear_std"] - 0.3) < 0.05 and metrics["kl"] > 0  # the policy's own diagnostics, after a step
     trainer.iteration = 1
@@ -133,7 +135,7 @@ def test_a_policy_and_an_outer_loop_from_outside_the_package_train_and_evaluate(
     eval_cfg = composed(*TOY, "policy=linear_gaussian", "mode=evaluate", f"eval.checkpoints=[{tmp_path / 'run'}]",
                         "eval.num_tasks=3", "eval.num_steps=2")
     candidates = load_candidates(eval_cfg, "")
-    results = evaluate(eval_cfg, candidates, tmp_path / "evaluation")
+    results = evaluate(eval_cfg, candidates, tmp_path / "evaluation").results
     assert list(results) == ["maml", "random"] and list(results["maml"]) == [0, 1, 2]
     assert all(isinstance(c.policy, LinearGaussianPolicy) for c in candidates)
     assert json.loads((tmp_path / "evaluation" / "results.json").read_text())["maml"]["2"]["n_tasks"] == 3
@@ -141,8 +143,8 @@ def test_a_policy_and_an_outer_loop_from_outside_the_package_train_and_evaluate(
 
 def test_an_outer_loop_that_reports_no_kl_is_refused(tmp_path):
     cfg = composed(*TINY, "algorithm=gradient_ascent", "algorithm.report_kl=false")
-    with pytest.raises(TypeError, match="algorithm 'gradient_ascent': step\\(\\) must return metrics with 'kl'"):
-        Trainer(cfg, tmp_path).meta_step()
+    with pytest.raises(TypeError, match="outer loop GradientAscent: step\\(\\) must return metrics with 'kl'"):
+        build_trainer(cfg, tmp_path).meta_step()
 
 
 def test_plugin_rules_are_checked_before_any_work():
@@ -178,7 +180,7 @@ def test_checkpoints_of_the_previous_layout_load_evaluate_and_resume(tmp_path):
     assert state["config"]["policy"]["name"] == "mlp"
     cfg = composed(*TINY, "env=halfcheetah_vel", f"eval.checkpoints=[{cheetah}]", "eval.num_tasks=2",
                    "eval.include_random=false")
-    results = evaluate(cfg, load_candidates(cfg, ""), tmp_path / "cheetah")
+    results = evaluate(cfg, load_candidates(cfg, ""), tmp_path / "cheetah").results
     assert list(results) == ["oracle"] and list(results["oracle"]) == [0]
     proc = run_cli(tmp_path, *TINY, "mode=evaluate", f"eval.checkpoints=[{nav}]", "eval.num_tasks=3",
                    "eval.num_steps=1", "hydra.run.dir=evaluation")
@@ -186,7 +188,7 @@ def test_checkpoints_of_the_previous_layout_load_evaluate_and_resume(tmp_path):
     assert list(json.loads((tmp_path / "evaluation" / "results.json").read_text())) == ["maml", "random"]
     # resume: the run continues for one more iteration from the stored config and states
     state["config"]["num_iterations"] = 3
-    trainer = Trainer(OmegaConf.create(state["config"]), tmp_path / "resumed")
+    trainer = build_trainer(OmegaConf.create(state["config"]), tmp_path / "resumed")
     trainer.load_state(state)
     trainer.meta_train()
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["iteration"] == 3

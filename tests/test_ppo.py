@@ -5,7 +5,7 @@ import torch
 
 from maml_rl.algorithms.ppo import PPO, PPOConfig
 from maml_rl.core.objective import MetaObjective
-from maml_rl.run.trainer import Trainer
+from maml_rl.run.build import build_trainer
 
 from .conftest import TINY, composed, make_objective, on_policy, random_episodes
 
@@ -73,7 +73,7 @@ def test_ppo_step_improves_the_surrogate_and_checkpoints_adam(tiny_policy):
 def test_ppo_trains_every_baseline_on_a_mujoco_family(tmp_path, baseline, first_order):
     cfg = composed(*TINY, "algorithm=ppo", "env=ant_dir", f"baseline={baseline}", f"inner.first_order={first_order}",
                    "algorithm.epochs=2")
-    trainer = Trainer(cfg, tmp_path)
+    trainer = build_trainer(cfg, tmp_path)
     before = [p.detach().clone() for p in trainer.policy.parameters()]
     trainer.meta_train()
     changed = any(not torch.equal(a, p) for a, p in zip(before, trainer.policy.parameters()))

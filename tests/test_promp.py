@@ -6,7 +6,7 @@ from tensordict import TensorDict
 from maml_rl.algorithms.promp import ProMP, ProMPConfig
 from maml_rl.core.objective import MetaObjective
 from maml_rl.core.params import expand_params
-from maml_rl.run.trainer import Trainer
+from maml_rl.run.build import build_trainer
 
 from .conftest import TINY, composed, make_objective, on_policy, random_episodes
 
@@ -82,6 +82,6 @@ def test_adaptive_eta_doubles_above_and_halves_below_the_target(tiny_policy):
 
 
 def test_promp_trains_through_the_app_and_logs_its_penalty(tmp_path):
-    trainer = Trainer(composed(*TINY, "algorithm=promp"), tmp_path)
+    trainer = build_trainer(composed(*TINY, "algorithm=promp"), tmp_path)
     metrics = trainer.meta_step()
     assert {"inner_kl", "kl_coef", "kl", "surrogate_after"} <= set(metrics) and metrics["kl_coef"] == 5e-4

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maml_rl.core.checkpoint import load_checkpoint, save_checkpoint
-from maml_rl.run.trainer import Trainer
+from maml_rl.run.build import build_trainer
 
 from .conftest import TINY, composed
 from .test_cli import run_cli, runs_in
@@ -23,14 +23,14 @@ def test_load_state_continues_bit_identically(tmp_path, overrides):
     # PPO on MuJoCo: Adam's moments, the observation statistics and the reset noise must carry over too;
     # ProMP with a target its KL always exceeds: η doubles every iteration, so it must carry over as well
     cfg = composed(*TINY, "num_iterations=4", *overrides)
-    uninterrupted = Trainer(cfg, tmp_path / "a")
+    uninterrupted = build_trainer(cfg, tmp_path / "a")
     uninterrupted.meta_train()
-    interrupted = Trainer(cfg, tmp_path / "b")
+    interrupted = build_trainer(cfg, tmp_path / "b")
     for _ in range(2):
         interrupted.meta_step()
         interrupted.iteration += 1
     interrupted.save()
-    resumed = Trainer(cfg, tmp_path / "b")
+    resumed = build_trainer(cfg, tmp_path / "b")
     resumed.load_state(load_checkpoint(tmp_path / "b" / "checkpoint.pt"))
     resumed.meta_train()
     for (name, a), b in zip(uninterrupted.policy.state_dict().items(), resumed.policy.state_dict().values()):
@@ -57,7 +57,7 @@ def test_cli_resume_extends_the_run_in_the_same_mlflow_run(tmp_path):
     runs = runs_in(tmp_path / "mlflow.db")
     assert len(runs) == 2  # no duplicate run for the resumed job
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    history = client.get_metric_history(state["mlflow_run_id"], "post_adaptation_return")
+    history = client.get_metric_history(state["tracked_run_id"], "post_adaptation_return")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
     assert not (tmp_path / "launch").exists()  # no stray output dir: the resumed run writes into its own
     assert "resuming" in (tmp_path / "cut" / "maml_rl.log").read_text()

@@ -14,7 +14,9 @@ import torch
 from backtesting import Strategy
 from backtesting.lib import FractionalBacktest
 
-from maml_rl.envs.trading import PERCENT, TradingEnv, backtest_statistics, load_market, read_series
+from maml_rl.config import settings
+from maml_rl.envs import build_family
+from maml_rl.envs.trading import PERCENT, Trading, TradingEnv, backtest_statistics, load_market, read_series
 from maml_rl.run.evaluation import held_out_tasks
 
 from .conftest import composed
@@ -95,11 +97,12 @@ def test_observations_never_see_a_later_bar(tmp_path):
 
 def test_training_and_test_windows_lie_on_their_side_of_the_split():
     horizon, lookback = 100, 10
-    market = load_market(("GOOGL", "EURUSD_1H"), 0.8, lookback, horizon)
-    env = TradingEnv(market, 1, 1, horizon, lookback, 0.001)
+    family = build_family(settings(composed("env=trading", f"env.horizon={horizon}", f"env.lookback={lookback}",
+                                            "env.data=[GOOGL,EURUSD_1H]", "env.split=0.8"), "env"))
+    market = family.market
     g = torch.Generator().manual_seed(0)
     for split in ("train", "test"):
-        tasks = env.sample_tasks(4000, g, split=split)
+        tasks = family.sample_tasks(4000, g, split=split)
         asset, start = tasks[:, 0].long(), tasks[:, 1].long()
         first_bar, last_bar = start - lookback, start + horizon  # every close the window reads
         if split == "train":
@@ -131,15 +134,16 @@ def test_a_position_beyond_one_is_clipped_and_charged_as_one():
 
 
 def test_the_oracle_sees_the_asset_and_the_windows_drift():
-    market = load_market(("GOOGL", "EURUSD_1H"), 0.8, 10, 100)
-    env = TradingEnv(market, 3, 2, 100, 10, 0.001, oracle=True)
-    tasks = env.sample_tasks(3, torch.Generator().manual_seed(1))
+    family = build_family(settings(composed("env=trading", "env.data=[GOOGL,EURUSD_1H]"), "env"))
+    env = family.env(3, 2, oracle=True)
+    assert family.observation_size(oracle=True) == 10 + 2 + 2 + 2
+    tasks = family.sample_tasks(3, torch.Generator().manual_seed(1))
     env.set_tasks(tasks)
     obs = env.reset()["observation"]
     assert obs.shape == (3, 2, 10 + 2 + 2 + 2)
     torch.testing.assert_close(obs[:, 0, 12:14], torch.nn.functional.one_hot(tasks[:, 0].long(), 2).float())
     torch.testing.assert_close(obs[:, 0, 14:], tasks[:, 2:].float())
-    hold = env.benchmarks()["buy-and-hold"].sum(1) / PERCENT + 0.001  # buy-and-hold earns the window's drift
+    hold = family.references(tasks)["buy-and-hold"].sum(1) / PERCENT + 0.001  # buy-and-hold earns the window's drift
     torch.testing.assert_close(hold, tasks[:, 2] * tasks[:, 3].exp() * 10)
 
 
@@ -224,7 +228,7 @@ def test_training_tracks_backtest_metrics(trading_runs):
     cwd, _ = trading_runs
     (run,) = [r for r in runs_in(cwd / "mlflow.db") if r.data.tags.get("baseline") == "pretrained"
               and r.data.tags.get("mode") == "train"]
-    for name in TradingEnv.statistics:
+    for name in Trading.statistics:
         assert np.isfinite(run.data.metrics[f"train/backtest/{name}_post"])
     assert run.data.tags["algorithm"] == "ppo"
 
@@ -236,7 +240,7 @@ def test_the_backtest_compares_methods_with_buy_and_hold_out_of_sample(trading_r
     for method in ("maml", "pretrained", "random"):
         assert set(results[method]) == {"0", "1"}
         for row in results[method].values():
-            assert set(row["backtest"]) == {"return", *TradingEnv.statistics}
+            assert set(row["backtest"]) == {"return", *Trading.statistics}
     assert results["flat"]["0"]["backtest"]["return"]["mean"] == 0.0
     assert results["buy-and-hold"]["0"]["backtest"]["max_drawdown"]["mean"] < 0  # prices fell somewhere
     assert "sharpe" in proc.stdout and "buy-and-hold" in proc.stdout
@@ -245,7 +249,7 @@ def test_the_backtest_compares_methods_with_buy_and_hold_out_of_sample(trading_r
     artifacts = {a.path for a in mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").list_artifacts(evaluation.info.run_id)}
     assert {"equity_curves.png", "adaptation_curve.png", "results.csv"} <= artifacts
     header = (cwd / "evaluation" / "results.csv").read_text().splitlines()[0]
-    assert "bt_sharpe" in header and "bt_max_drawdown_ci95" in header
+    assert "backtest_sharpe" in header and "backtest_max_drawdown_ci95" in header
 
 
 def test_the_trading_preset_trains_three_ppo_agents_and_backtests_them():

@@ -14,7 +14,7 @@ from ..registry import Registry, Settings
 
 
 @dataclass
-class AlgorithmConfig(Settings):
+class OuterLoopConfig(Settings):
     """Settings of an outer loop; each algorithm subclasses it with its name, fields and defaults."""
 
 
@@ -29,8 +29,12 @@ class OuterLoop(Protocol):
     one pass of the outer objective (``Adaptation.differentiable``): an outer loop that
     differentiates θ'(θ) reuses it then and re-runs it otherwise (``MetaObjective.adapt``,
     ``MetaObjective.gradient``). ``state_dict`` / ``load_state_dict`` carry
-    the optimiser's state across a checkpoint (an empty dict when it has none).
+    the optimiser's state across a checkpoint (an empty dict when it has none). ``progress``
+    names the statistics of ``step`` the progress bar shows besides the returns and ``kl``,
+    ``{short label: metric name}`` (``{"ls": "line_search_steps"}``; empty for none).
     """
+
+    progress: dict[str, str]
 
     def step(self, objective: MetaObjective, params: Params, adaptation: Adaptation,
              generator: torch.Generator) -> dict[str, float]: ...
@@ -43,7 +47,7 @@ class OuterLoop(Protocol):
 ALGORITHMS = Registry("algorithm")
 
 
-def build_algorithm(settings: AlgorithmConfig) -> OuterLoop:
+def build_outer_loop(settings: OuterLoopConfig) -> OuterLoop:
     """The outer loop named ``settings.name``, built from its settings.
 
     Raises:

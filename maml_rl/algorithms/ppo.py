@@ -10,11 +10,11 @@ import torch
 from ..core.maml import Adaptation
 from ..core.objective import MetaObjective
 from ..core.params import Params
-from .base import ALGORITHMS, AlgorithmConfig
+from .base import ALGORITHMS, OuterLoopConfig
 
 
 @dataclass
-class PPOConfig(AlgorithmConfig):
+class PPOConfig(OuterLoopConfig):
     """``algorithm=ppo``: the settings of ProMP's MAML-PPO (Rothfuss et al., 2019): 5 Adam epochs
     of step 1e-3, clip 0.3."""
 
@@ -43,6 +43,8 @@ class PPO:
     policies, clip the gradient's global norm to ``max_grad_norm`` and take an Adam step of
     size ``lr``. Adam's moments persist across meta-iterations and are checkpointed.
     """
+
+    progress: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: PPOConfig):
         self.config = config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ from tensordict import TensorDict
 from ..core.maml import Adaptation
 from ..core.objective import MetaObjective
 from ..core.params import Params
-from .base import ALGORITHMS, AlgorithmConfig
+from .base import ALGORITHMS, OuterLoopConfig
+
+log = logging.getLogger(__name__)
 
 Vector = torch.Tensor
 
@@ -99,7 +102,7 @@ def fisher_vector_product(objective: MetaObjective, theta: Params, adaptation: A
 
 
 @dataclass
-class TRPOConfig(AlgorithmConfig):
+class TRPOConfig(OuterLoopConfig):
     """``algorithm=trpo``: the settings of the MAML code (max_kl 0.01, 10 CG steps, 15 backtracks ×0.8)."""
 
     name: str = "trpo"
@@ -126,8 +129,11 @@ class TRPO:
     Natural-gradient direction s = F⁻¹g by ``cg_iters`` steps of conjugate gradient, full step
     √(2 max_kl / sᵀFs)·s, then a backtracking line search (ratio ``ls_backtrack_ratio``, at
     most ``ls_max_steps`` tries) that accepts the first step that improves the surrogate with
-    KL ≤ ``max_kl``. If none does, θ is left unchanged. TRPO keeps no state between updates.
+    KL ≤ ``max_kl``. If none does, θ is left unchanged (a warning says so). TRPO keeps no state
+    between updates; the progress bar shows the line search's steps (``ls``).
     """
+
+    progress: ClassVar[dict[str, str]] = {"ls": "line_search_steps"}
 
     def __init__(self, config: TRPOConfig):
         self.config = config
@@ -169,6 +175,7 @@ class TRPO:
                 return {"surrogate_before": surrogate_before, "surrogate_after": surrogate, "kl": kl,
                         "line_search_steps": k + 1, "step_accepted": 1.0}
         _assign(params, old)
+        log.warning("TRPO: the line search found no acceptable step in %d tries; θ unchanged", c.ls_max_steps)
         return {"surrogate_before": surrogate_before, "surrogate_after": surrogate_before, "kl": 0.0,
                 "line_search_steps": c.ls_max_steps, "step_accepted": 0.0}
 

@@ -2,8 +2,9 @@
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts (``torch.save``) with keys
 ``format_version``, ``policy`` (state dict), ``policy_kwargs``, ``optimizer``, ``rng``,
-``iteration``, ``config``, ``env``, ``baseline``, ``oracle``, ``mlflow_run_id``,
-``tracking_uri``, ``recent_post``, ``recent_tasks`` and ``run_dir``.
+``iteration``, ``config``, ``env``, ``baseline``, ``oracle``, ``tracking`` (the backend's name),
+``tracked_run_id`` and ``tracking_uri`` (the tracked run; ``mlflow_run_id`` in earlier
+checkpoints), ``recent_post``, ``recent_tasks``, ``history`` and ``run_dir``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ FORMAT_VERSION = 1
 # config keys added after checkpoints were first written → the value those checkpoints were trained with
 ADDED_KEYS = {("env", "normalize_actions"): False, ("inner", "estimator"): "maml", ("policy", "name"): "mlp",
               ("tracking", "name"): "mlflow"}
+
+
+def tracked_run(state: dict[str, Any]) -> tuple[str, str] | None:
+    """``(store uri, run id)`` of the tracked run a checkpoint belongs to, or None."""
+    run_id = state.get("tracked_run_id", state.get("mlflow_run_id"))  # the key's earlier name
+    return (state["tracking_uri"], run_id) if run_id else None
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:

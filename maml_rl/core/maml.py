@@ -1,8 +1,8 @@
 """The inner loop and the one adaptation API: θ'_i = θ − α_k ∇_θ L(θ; support episodes of task i).
 
-Finn et al. (2017), Eq. 1 and Algorithm 3. ``MetaLearner`` owns the step sizes, the number of
+Finn et al. (2017), Eq. 1 and Algorithm 3. ``InnerLoop`` owns the step sizes, the number of
 steps, first-order and the inner loss's form; training, evaluation and every script adapt
-through it, so support → step → query is written once (``MetaLearner.meta_batch``).
+through it, so support → step → query is written once (``InnerLoop.meta_batch``).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class MetaBatch:
 
 
 @dataclass
-class MetaLearner:
+class InnerLoop:
     """MAML's adaptation: ``num_steps`` VPG steps from θ on fresh support episodes per step.
 
     Args:

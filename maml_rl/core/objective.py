@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from tensordict import TensorDict
 
-from .maml import Adaptation, MetaLearner
+from .maml import Adaptation, InnerLoop
 from .params import Params, masked_task_mean
 from .sampler import valid_steps
 
@@ -21,14 +21,14 @@ class MetaObjective:
     (Schulman et al., 2015, Eq. 12).
 
     Args:
-        learner: the adaptation (policy, step sizes, first-order, estimator).
+        inner_loop: the adaptation (policy, step sizes, first-order, estimator).
         supports: one batch of support episodes ``[task, episode, time]`` per inner step.
         query: query episodes ``[task, episode, time]`` with ``advantage``, ``log_prob`` and
             ``dist`` of the behaviour policy θ'_old.
     """
 
-    def __init__(self, learner: MetaLearner, supports: list[TensorDict], query: TensorDict):
-        self.learner, self.policy, self.supports, self.query = learner, learner.policy, supports, query
+    def __init__(self, inner_loop: InnerLoop, supports: list[TensorDict], query: TensorDict):
+        self.inner_loop, self.policy, self.supports, self.query = inner_loop, inner_loop.policy, supports, query
         # every loss reads the valid steps only (``valid_steps``), packed once per batch
         self._packed = {id(b): valid_steps(b) for b in (*supports, query)}
 
@@ -49,7 +49,7 @@ class MetaObjective:
         second-order graph), for evaluations that are never differentiated.
         """
         supports = [self.packed(s) for s in (self.supports if supports is None else supports)]
-        return self.learner.adapt(theta, supports, self.query.shape[0], differentiable)
+        return self.inner_loop.adapt(theta, supports, self.query.shape[0], differentiable)
 
     def groups(self) -> list[MetaObjective]:
         """The objective split into consecutive groups of ``Policy.tasks_per_pass`` tasks (one
@@ -60,7 +60,7 @@ class MetaObjective:
         size = self.policy.tasks_per_pass(rows)
         if size is None or size >= self.num_tasks:
             return [self]
-        return [MetaObjective(self.learner, [b[start:start + size] for b in batches[:-1]],
+        return [MetaObjective(self.inner_loop, [b[start:start + size] for b in batches[:-1]],
                               batches[-1][start:start + size]) for start in range(0, self.num_tasks, size)]
 
     def gradient(self, theta: Params, loss: Callable[[MetaObjective, Adaptation], torch.Tensor],

@@ -1,9 +1,11 @@
-"""The task-distribution env every task family implements, its settings, and the env registry."""
+"""Task families (``TaskFamily``: tasks, sizes, report hooks), their simulators (``TaskEnv``), their
+settings and the registry of families."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from tensordict import TensorDictBase
@@ -44,16 +46,12 @@ class EnvConfig(Settings):
 
 class TaskEnv(EnvBase):
     """A batch of ``num_tasks × episodes_per_task`` episodes of one task family (torchrl env,
-    batch size ``[task, episode]``), the tasks set for the whole batch at once.
+    batch size ``[task, episode]``), the tasks set for the whole batch at once: the simulator of a
+    ``TaskFamily``, which builds it.
 
-    A family implements ``sample_tasks`` (tasks ``[num_tasks, *task_shape]`` from a generator;
-    a classmethod where the tasks need no data), ``_reset`` and ``_step`` (torchrl's, batched),
-    and declares its specs. A family may also report statistics of its episodes beyond the
-    return (``episode_statistics``, e.g. a backtest's Sharpe ratio) and reference strategies on
-    the current tasks (``benchmarks``); evaluation reports both.
+    A simulator implements ``_reset`` and ``_step`` (torchrl's, batched) and declares its specs.
     ``set_tasks`` checks the shape and stores the tasks in ``self.tasks``; with ``oracle`` the
-    family appends the task parameters to its observation. Families whose construction needs
-    more than these arguments override ``from_config``.
+    simulator appends the task parameters to its observation.
 
     Args:
         num_tasks: tasks in the meta-batch (≥ 1).
@@ -65,7 +63,6 @@ class TaskEnv(EnvBase):
     """
 
     task_shape: ClassVar[tuple[int, ...]] = ()
-    statistics: ClassVar[tuple[str, ...]] = ()  # the names ``episode_statistics`` returns (a backtest's)
 
     def __init__(self, num_tasks: int, episodes_per_task: int, oracle: bool = False):
         if num_tasks < 1 or episodes_per_task < 1:
@@ -73,35 +70,6 @@ class TaskEnv(EnvBase):
         super().__init__(batch_size=torch.Size([num_tasks, episodes_per_task]))
         self.oracle = oracle
         self.tasks = torch.zeros(num_tasks, *self.task_shape, dtype=torch.float64)
-
-    @classmethod
-    def from_config(cls, config: EnvConfig, num_tasks: int, episodes_per_task: int, oracle: bool, threads: int,
-                    generator: torch.Generator | None) -> TaskEnv:
-        """The env for one meta-batch; ``threads`` and ``generator`` (reset noise) where the family uses them."""
-        return cls(num_tasks, episodes_per_task, oracle=oracle)
-
-    def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
-        """Task parameters ``[num_tasks, *task_shape]`` (float64) for ``split``: ``"train"`` (meta-training
-        and the validation tasks that choose step sizes) or ``"test"`` (evaluation). Families whose
-        tasks are drawn from one distribution ignore ``split`` (evaluation draws from a disjoint
-        random stream instead); families on recorded data keep the test tasks out of sample."""
-        raise NotImplementedError
-
-    def episode_statistics(self, episodes: TensorDictBase) -> dict[str, torch.Tensor]:
-        """Statistics of every episode on the current tasks beyond its return, ``{name: [task, episode]}``
-        (``episodes`` ``[task, episode, time]`` with ``reward`` and ``mask``); none by default."""
-        return {}
-
-    def benchmarks(self) -> dict[str, torch.Tensor]:
-        """Rewards of reference strategies on the current tasks, ``{name: [task, time]}`` (e.g. buy-and-hold);
-        none by default."""
-        return {}
-
-    @classmethod
-    def task_conditions(cls, tasks: torch.Tensor) -> list[str]:
-        """A readable bucket per task (``tasks`` ``[num_tasks, *task_shape]``), to show which part
-        of a policy acts under which conditions (e.g. a mixture's experts); one bucket by default."""
-        return ["all"] * tasks.shape[0]
 
     def set_tasks(self, tasks: torch.Tensor) -> None:
         """Set the task parameters, ``[num_tasks, *task_shape]``.
@@ -114,25 +82,97 @@ class TaskEnv(EnvBase):
         self.tasks = tasks.to(torch.float64)
 
 
-ENVS = Registry("env")
+class TaskFamily:
+    """A task distribution, apart from its simulator: built once per job from its settings (and
+    the data it reads), it samples tasks, names their conditions, knows the observation and action
+    sizes, and builds the batched env (``make_env``) for any number of tasks × episodes.
+
+    A family implements ``sample_tasks`` and ``env`` and sets ``observation_size`` /
+    ``action_size``. Optional hooks, each with a neutral default, let a family report more than
+    the return without the run layer knowing it: ``task_conditions`` (buckets of tasks, to show
+    which part of a policy acts where), ``statistics`` / ``episode_statistics`` (e.g. a
+    backtest's Sharpe ratio, reported under ``statistics_name``), ``references`` (fixed
+    strategies scored beside the policies, e.g. buy-and-hold) and ``figures`` (pictures of an
+    evaluation, e.g. 2D paths).
+
+    Args:
+        config: the family's settings (its ``EnvConfig`` subclass).
+        threads: simulator threads where the family uses them (0 = every core).
+    """
+
+    task_shape: ClassVar[tuple[int, ...]] = ()
+    statistics: ClassVar[tuple[str, ...]] = ()  # the names ``episode_statistics`` returns
+    statistics_name: ClassVar[str] = "statistics"  # what they are called in tables and metric names
+
+    def __init__(self, config: EnvConfig, threads: int = 0):
+        self.config, self.threads = config, threads
+
+    def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
+        """Task parameters ``[num_tasks, *task_shape]`` (float64) for ``split``: ``"train"`` (meta-training
+        and the validation tasks that choose step sizes) or ``"test"`` (evaluation). Families whose
+        tasks are drawn from one distribution ignore ``split`` (evaluation draws from a disjoint
+        random stream instead); families on recorded data keep the test tasks out of sample."""
+        raise NotImplementedError
+
+    def observation_size(self, oracle: bool = False) -> int:
+        """The policy's input size (with ``oracle``: the task parameters appended)."""
+        raise NotImplementedError
+
+    @property
+    def action_size(self) -> int:
+        """The policy's output size."""
+        raise NotImplementedError
+
+    def env(self, num_tasks: int, episodes_per_task: int, oracle: bool = False,
+            generator: torch.Generator | None = None) -> TaskEnv:
+        """The simulator for ``num_tasks`` × ``episodes_per_task`` episodes; ``generator`` (reset
+        noise) where the family uses one."""
+        raise NotImplementedError
+
+    def make_env(self, num_tasks: int, episodes_per_task: int, oracle: bool = False,
+                 generator: torch.Generator | None = None, normalize_actions: bool | None = None) -> EnvBase:
+        """``env``, acting in ``[-1, 1]`` per coordinate with action normalisation (``normalize_actions``,
+        by default ``config.normalize_actions``): torchrl's ``ActionScaling`` maps that affinely onto
+        the env's action bounds, which the env then clips to: rllab's ``normalize`` wrapper, through
+        which the MAML code (Finn et al., 2017) trains every task family. It changes only 2D
+        navigation (bounds ±0.1); the MuJoCo actuators already range over ``[-1, 1]``.
+
+        Raises:
+            ValueError: if ``num_tasks`` or ``episodes_per_task`` is below 1.
+        """
+        env = self.env(num_tasks, episodes_per_task, oracle, generator)
+        normalize_actions = self.config.normalize_actions if normalize_actions is None else normalize_actions
+        return TransformedEnv(env, ActionScaling()) if normalize_actions else env
+
+    def task_conditions(self, tasks: torch.Tensor) -> list[str]:
+        """A readable bucket per task (``tasks`` ``[num_tasks, *task_shape]``), to show which part
+        of a policy acts under which conditions (e.g. a mixture's experts); one bucket by default."""
+        return ["all"] * tasks.shape[0]
+
+    def episode_statistics(self, tasks: torch.Tensor, episodes: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Statistics of every episode beyond its return, ``{name: [task, episode]}`` (``episodes``
+        ``[task, episode, time]`` with ``reward`` and ``mask``, on ``tasks``); none by default."""
+        return {}
+
+    def references(self, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rewards of fixed reference strategies on ``tasks``, ``{name: [task, time]}`` (e.g.
+        buy-and-hold), scored beside the policies in evaluation; none by default."""
+        return {}
+
+    def figures(self, evaluation: Any, out_dir: Path) -> list[Path]:
+        """Pictures of an evaluation only this family can draw (``evaluation``: the run layer's
+        ``Evaluation``: its tasks, table, paths and deterministic rewards), written to
+        ``out_dir``; returns their paths. None by default."""
+        return []
 
 
-def make_env(config: EnvConfig, num_tasks: int, episodes_per_task: int, oracle: bool = False, threads: int = 0,
-             generator: torch.Generator | None = None, normalize_actions: bool | None = None) -> EnvBase:
-    """Build the env named ``config.name`` for a meta-batch; ``oracle`` appends the task parameters.
+ENVS = Registry("env")  # task families by name
 
-    ``threads`` (0 = every core) and ``generator`` (reset noise) apply to the families that use
-    them (MuJoCo). With action normalisation (``normalize_actions``, by default
-    ``config.normalize_actions``) the policy acts in ``[-1, 1]`` per coordinate and torchrl's
-    ``ActionScaling`` maps that affinely onto the env's action bounds, which the env then clips
-    to: rllab's ``normalize`` wrapper, through which the MAML code (Finn et al., 2017) trains
-    every task family. It changes only 2D navigation (bounds ±0.1); the MuJoCo actuators
-    already range over ``[-1, 1]``.
+
+def build_family(config: EnvConfig, threads: int = 0) -> TaskFamily:
+    """The family named ``config.name``, built once from its settings.
 
     Raises:
-        ValueError: for an unknown env name (lists the known ones).
+        ValueError: for an unknown name (lists the known ones).
     """
-    env = ENVS[config.name].cls.from_config(config, num_tasks, episodes_per_task, oracle, threads, generator)
-    normalize_actions = config.normalize_actions if normalize_actions is None else normalize_actions
-    return TransformedEnv(env, ActionScaling()) if normalize_actions else env
-
+    return ENVS[config.name].cls(config, threads)

@@ -12,6 +12,7 @@ computed from the returned states in bulk.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from mujoco import rollout as mj_rollout
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
 
-from .base import ENVS, EnvConfig, TaskEnv
+from .base import ENVS, EnvConfig, TaskEnv, TaskFamily
 
 ASSETS = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets"
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS  # [time, qpos, qvel, act, ...]
@@ -51,8 +52,10 @@ def compiler_warnings_to_log(what: str) -> Iterator[None]:
         mujoco.set_mju_user_warning(previous)
 
 
+@functools.cache
 def load_model(model_file: str) -> mujoco.MjModel:
-    """Compile one of gymnasium's model files (``ASSETS / model_file``)."""
+    """Compile one of gymnasium's model files (``ASSETS / model_file``), once per process (the
+    simulators only read it)."""
     with compiler_warnings_to_log(model_file):
         return mujoco.MjModel.from_xml_path(str(ASSETS / model_file))
 
@@ -140,8 +143,10 @@ class LocomotionEnv(TaskEnv):
         self.reward_spec = Unbounded(shape=(*shape, 1), dtype=dtype)
 
     @classmethod
-    def from_config(cls, config, num_tasks, episodes_per_task, oracle, threads, generator):
-        return cls(num_tasks, episodes_per_task, oracle=oracle, threads=threads, generator=generator)
+    def sizes(cls, oracle: bool = False) -> tuple[int, int]:
+        """Observation and action sizes of this robot, read from its model file."""
+        model = load_model(cls.model_file)
+        return model.nq - cls.obs_qpos_start + model.nv + int(oracle), model.nu
 
     # ------------------------------------------------------------------ the task family
     def task_reward(self, velocity: np.ndarray, task: np.ndarray) -> np.ndarray:
@@ -297,7 +302,6 @@ def family_config(name: str, **defaults) -> type:
                           bases=(LocomotionConfig,))
 
 
-@ENVS.register("ant", family_config("ant"))
 class AntVelEnv(VelocityTasks, AntEnv):
     """``ant``: goal velocity ~ U[0, 3] (Finn et al., 2017, Section 5.3); the MAML code adds a
     bonus of 1 per step to the velocity term so that the ant is not rewarded for ending the episode."""
@@ -306,18 +310,59 @@ class AntVelEnv(VelocityTasks, AntEnv):
     velocity_bonus = 1.0
 
 
-@ENVS.register("ant_dir", family_config("ant_dir", episodes_per_task=40, eval_episodes_per_task=40))
 class AntDirEnv(DirectionTasks, AntEnv):
     """``ant_dir``: run forward (+1) or backward (−1) (Finn et al., 2017, Section 5.3)."""
 
 
-@ENVS.register("halfcheetah_vel", family_config("halfcheetah_vel"))
 class HalfCheetahVelEnv(VelocityTasks, HalfCheetahEnv):
     """``halfcheetah_vel``: goal velocity ~ U[0, 2] (Finn et al., 2017, Section 5.3)."""
 
     velocity_high = 2.0
 
 
-@ENVS.register("halfcheetah_dir", family_config("halfcheetah_dir"))
 class HalfCheetahDirEnv(DirectionTasks, HalfCheetahEnv):
     """``halfcheetah_dir``: run forward (+1) or backward (−1) (Finn et al., 2017, Section 5.3)."""
+
+
+class LocomotionFamily(TaskFamily):
+    """A locomotion task family: its tasks (one scalar per task) and sizes come from its simulator
+    class ``env_class`` (the robot and the task kind), which it builds on ``threads`` threads."""
+
+    env_class: ClassVar[type[LocomotionEnv]]
+
+    def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
+        """``[num_tasks]`` task parameters of ``env_class`` (one distribution for every split)."""
+        return self.env_class.sample_tasks(num_tasks, generator, split)
+
+    def task_conditions(self, tasks: torch.Tensor) -> list[str]:
+        return self.env_class.task_conditions(tasks)
+
+    def observation_size(self, oracle: bool = False) -> int:
+        return self.env_class.sizes(oracle)[0]
+
+    @property
+    def action_size(self) -> int:
+        return self.env_class.sizes()[1]
+
+    def env(self, num_tasks, episodes_per_task, oracle=False, generator=None) -> LocomotionEnv:
+        return self.env_class(num_tasks, episodes_per_task, oracle=oracle, threads=self.threads, generator=generator)
+
+
+@ENVS.register("ant", family_config("ant"))
+class AntVel(LocomotionFamily):
+    env_class = AntVelEnv
+
+
+@ENVS.register("ant_dir", family_config("ant_dir", episodes_per_task=40, eval_episodes_per_task=40))
+class AntDir(LocomotionFamily):
+    env_class = AntDirEnv
+
+
+@ENVS.register("halfcheetah_vel", family_config("halfcheetah_vel"))
+class HalfCheetahVel(LocomotionFamily):
+    env_class = HalfCheetahVelEnv
+
+
+@ENVS.register("halfcheetah_dir", family_config("halfcheetah_dir"))
+class HalfCheetahDir(LocomotionFamily):
+    env_class = HalfCheetahDirEnv

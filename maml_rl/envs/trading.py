@@ -23,7 +23,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
 
-from .base import ENVS, EnvConfig, TaskEnv
+from ..figures import pyplot
+from .base import ENVS, EnvConfig, TaskEnv, TaskFamily
 
 COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
 # name → (package, file inside it, its date column, its date format); read without importing the package
@@ -169,7 +170,6 @@ def load_market(data: tuple[str, ...], split: float, lookback: int, horizon: int
     return Market(list(data), log_returns, num_bars, split_bar, bars_per_year)
 
 
-@ENVS.register("trading", TradingConfig)
 class TradingEnv(TaskEnv):
     """Batched trading in windows of recorded prices, one window per task.
 
@@ -200,7 +200,6 @@ class TradingEnv(TaskEnv):
     """
 
     task_shape = (4,)
-    statistics = ("annual_return", "sharpe", "sortino", "max_drawdown")
 
     def __init__(self, market: Market, num_tasks: int, episodes_per_task: int, horizon: int, lookback: int,
                  commission: float, oracle: bool = False, dtype: torch.dtype = torch.float32):
@@ -216,29 +215,6 @@ class TradingEnv(TaskEnv):
         self.position = torch.zeros(*shape, dtype=torch.float64)
         self._windows()
 
-    @classmethod
-    def from_config(cls, config: TradingConfig, num_tasks, episodes_per_task, oracle, threads, generator):
-        market = load_market(tuple(config.data), config.split, config.lookback, config.horizon)
-        return cls(market, num_tasks, episodes_per_task, config.horizon, config.lookback, config.commission, oracle)
-
-    def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
-        """Windows ``[num_tasks, 4]``: an asset uniformly, then a first decision bar uniformly among
-        those of ``split`` (``"train"``: the first part of the series, ``"test"``: the rest)."""
-        first, last = self.market.window_starts(split, self.lookback, self.horizon)
-        asset = torch.randint(len(self.market.names), (num_tasks,), generator=generator)
-        u = torch.rand(num_tasks, generator=generator, dtype=torch.float64)
-        start = first[asset] + (u * (last[asset] - first[asset] + 1)).long()
-        bars = start[:, None] + 1 + torch.arange(self.horizon)
-        r = self.market.log_returns[asset[:, None], bars]
-        sigma = r.std(dim=1).clamp_min(1e-12)
-        drift = r.sum(dim=1) / (sigma * math.sqrt(self.horizon))
-        return torch.stack([asset.double(), start.double(), drift, sigma.log()], dim=1)
-
-    @classmethod
-    def task_conditions(cls, tasks: torch.Tensor) -> list[str]:
-        """The window's regime: ``"up"`` or ``"down"`` by the sign of its drift."""
-        return ["up" if d >= 0 else "down" for d in tasks[:, 2].tolist()]
-
     def set_tasks(self, tasks: torch.Tensor) -> None:
         """Set the windows, ``[num_tasks, 4]`` (``sample_tasks``).
 
@@ -251,13 +227,8 @@ class TradingEnv(TaskEnv):
     def _windows(self) -> None:
         """Per task: the observed returns at each step ``[task, horizon + 1, lookback]`` and the
         returns earned ``[task, horizon]``."""
-        asset, start = self.tasks[:, 0].long(), self.tasks[:, 1].long()
-        steps = start[:, None] + torch.arange(self.horizon + 1)  # the bar of each decision (and the last close)
-        seen = steps[:, :, None] - torch.arange(self.lookback - 1, -1, -1)
-        returns = self.market.log_returns
-        self.seen = returns[asset[:, None, None], seen]
-        self.earned = returns[asset[:, None], steps[:, 1:]]
-        self.asset, self.start = asset, start
+        self.seen, self.earned = window_returns(self.market, self.tasks, self.horizon, self.lookback)
+        self.asset = self.tasks[:, 0].long()
 
     def _observation(self) -> torch.Tensor:
         seen = self.seen[:, self.t]
@@ -289,18 +260,103 @@ class TradingEnv(TaskEnv):
     def _set_seed(self, seed: int | None) -> None:  # recorded prices: nothing random
         return None
 
-    def benchmarks(self) -> dict[str, torch.Tensor]:
+
+def window_returns(market: Market, tasks: torch.Tensor, horizon: int, lookback: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per window (``tasks`` ``[task, 4]``): the log-returns seen at each decision ``[task, horizon + 1,
+    lookback]`` and the log-returns earned ``[task, horizon]``."""
+    asset, start = tasks[:, 0].long(), tasks[:, 1].long()
+    steps = start[:, None] + torch.arange(horizon + 1)  # the bar of each decision (and the last close)
+    seen = steps[:, :, None] - torch.arange(lookback - 1, -1, -1)
+    return market.log_returns[asset[:, None, None], seen], market.log_returns[asset[:, None], steps[:, 1:]]
+
+
+@ENVS.register("trading", TradingConfig)
+class Trading(TaskFamily):
+    """Trading's task family: windows of recorded prices (``load_market``, read once), simulated by
+    ``TradingEnv``; each episode is backtested (``episode_statistics``) beside buy-and-hold and
+    flat (``references``), and evaluation draws the equity curves (``figures``)."""
+
+    task_shape = (4,)
+    statistics = ("annual_return", "sharpe", "sortino", "max_drawdown")
+    statistics_name = "backtest"
+    action_size = 1
+
+    def __init__(self, config: TradingConfig, threads: int = 0):
+        super().__init__(config, threads)
+        self.market = load_market(tuple(config.data), config.split, config.lookback, config.horizon)
+
+    def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
+        """Windows ``[num_tasks, 4]``: an asset uniformly, then a first decision bar uniformly among
+        those of ``split`` (``"train"``: the first part of the series, ``"test"``: the rest)."""
+        horizon = self.config.horizon
+        first, last = self.market.window_starts(split, self.config.lookback, horizon)
+        asset = torch.randint(len(self.market.names), (num_tasks,), generator=generator)
+        u = torch.rand(num_tasks, generator=generator, dtype=torch.float64)
+        start = first[asset] + (u * (last[asset] - first[asset] + 1)).long()
+        bars = start[:, None] + 1 + torch.arange(horizon)
+        r = self.market.log_returns[asset[:, None], bars]
+        sigma = r.std(dim=1).clamp_min(1e-12)
+        drift = r.sum(dim=1) / (sigma * math.sqrt(horizon))
+        return torch.stack([asset.double(), start.double(), drift, sigma.log()], dim=1)
+
+    def task_conditions(self, tasks: torch.Tensor) -> list[str]:
+        """The window's regime: ``"up"`` or ``"down"`` by the sign of its drift."""
+        return ["up" if d >= 0 else "down" for d in tasks[:, 2].tolist()]
+
+    def observation_size(self, oracle: bool = False) -> int:
+        """``lookback`` scaled returns, the position, the time left; the oracle's one-hot asset, drift, log σ."""
+        return self.config.lookback + 2 + (len(self.market.names) + 2 if oracle else 0)
+
+    def env(self, num_tasks, episodes_per_task, oracle=False, generator=None) -> TradingEnv:
+        c = self.config
+        return TradingEnv(self.market, num_tasks, episodes_per_task, c.horizon, c.lookback, c.commission, oracle)
+
+    def references(self, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Rewards ``[task, horizon]`` of buy-and-hold (long from the first bar, one commission) and
-        of staying flat, on the current windows, in the env's units."""
-        hold = self.earned.clone()
-        hold[:, 0] -= self.commission
+        of staying flat, on the windows ``tasks``, in the env's units."""
+        hold = window_returns(self.market, tasks, self.config.horizon, self.config.lookback)[1].clone()
+        hold[:, 0] -= self.config.commission
         return {"buy-and-hold": PERCENT * hold, "flat": torch.zeros_like(hold)}
 
-    def episode_statistics(self, episodes: TensorDictBase) -> dict[str, torch.Tensor]:
+    def episode_statistics(self, tasks: torch.Tensor, episodes: TensorDictBase) -> dict[str, torch.Tensor]:
         """Backtest statistics of every episode ``[task, episode]`` from its per-bar P&L, computed
         with empyrical: ``annual_return`` and ``max_drawdown`` (fractions), ``sharpe`` and
         ``sortino`` (annualised with the asset's bars per year, risk-free rate 0)."""
-        return backtest_statistics(episodes["reward"], self.market.bars_per_year[self.asset])
+        return backtest_statistics(episodes["reward"], self.market.bars_per_year[tasks[:, 0].long()])
+
+    def figures(self, evaluation, out_dir: Path) -> list[Path]:
+        """``equity_curves.png``: the deterministic policies' and the references' cumulative P&L."""
+        if not evaluation.rewards:
+            return []
+        return [plot_equity(evaluation.rewards, evaluation.tasks, out_dir / "equity_curves.png")]
+
+
+def plot_equity(rewards: dict[str, torch.Tensor], tasks: torch.Tensor, path: Path, windows: int = 4) -> Path:
+    """Cumulative percent log-return of each method's deterministic policy, before adaptation and
+    after the last step, and of the references, on the first ``windows`` test windows; ``rewards``
+    is ``{label: [K + 1, task, time]}`` (one seed). Returns ``path``."""
+    plt = pyplot()
+    shown = min(windows, tasks.shape[0])
+    fig, axes = plt.subplots(1, shown, figsize=(4.2 * shown, 3.8), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        for j, (label, runs) in enumerate(rewards.items()):
+            equity = runs[:, i].double().cumsum(-1)
+            if len(equity) == 1:
+                ax.plot(equity[0], color=f"C{j}", linestyle=":" if "flat" in label else "--", label=label)
+                continue
+            ax.plot(equity[0], color=f"C{j}", alpha=0.5, linewidth=0.8, label=f"{label}, k=0")
+            ax.plot(equity[-1], color=f"C{j}", label=f"{label}, k={len(equity) - 1}")
+        ax.set_title(f"test window {i}", fontsize=9)
+        ax.set_xlabel("bar")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("cumulative % log-return")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
+    fig.suptitle("deterministic policies on held-out windows vs buy-and-hold and flat")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def backtest_statistics(rewards: torch.Tensor, bars_per_year: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -309,7 +365,7 @@ def backtest_statistics(rewards: torch.Tensor, bars_per_year: torch.Tensor) -> d
     that is undefined (a series without variance or without a losing bar) is reported as 0."""
     simple = np.expm1(rewards.double().numpy() / PERCENT)
     lead = simple.shape[:-1]
-    out = {name: np.zeros(lead) for name in TradingEnv.statistics}
+    out = {name: np.zeros(lead) for name in Trading.statistics}
     for year in bars_per_year.unique().tolist():  # one call per asset frequency, every series of it at once
         rows = (bars_per_year == year).numpy()
         series = simple[rows].reshape(-1, simple.shape[-1]).T  # [time, series]

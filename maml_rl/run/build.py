@@ -1,5 +1,5 @@
-"""Builders from the composed config: env, policy, adaptation, sampler, outer loop, tracker, and
-checkpoint references. Training, evaluation and the scripts in ``experiments/`` all build here."""
+"""Builders from the composed config: task family, policy, inner loop, sampler, Trainer, tracker,
+and checkpoint references. Training, evaluation and the scripts in ``experiments/`` all build here."""
 
 from __future__ import annotations
 
@@ -11,41 +11,35 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..algorithms import OuterLoop, build_algorithm
+from ..algorithms import build_outer_loop
 from ..config import default_suppliers, settings
-from ..core.maml import MetaLearner
+from ..core.maml import InnerLoop
 from ..core.sampler import Sampler
-from ..envs import ENVS, make_env
+from ..envs import TaskFamily, build_family
 from ..policies import Policy, build_policy
 from ..tracking import TRACKERS, Tracker
-from ..tracking.mlflow import download_checkpoint, is_run_id
+from .sweeps import run_name
+from .trainer import Trainer, TrainerSettings
 
 
-def build_env(cfg: DictConfig, num_tasks: int, episodes_per_task: int, oracle: bool,
-              generator: torch.Generator | None = None, normalize_actions: bool | None = None):
-    """The env of ``cfg.env`` for ``num_tasks`` × ``episodes_per_task`` episodes (see ``envs.make_env``)."""
-    return make_env(settings(cfg, "env"), num_tasks, episodes_per_task, oracle, cfg.threads, generator,
-                    normalize_actions)
+def family_of(cfg: DictConfig) -> TaskFamily:
+    """The task family of ``cfg.env``, built once (it reads its data, if any, here)."""
+    return build_family(settings(cfg, "env"), cfg.threads)
 
 
-def task_conditions(cfg: DictConfig, tasks: torch.Tensor) -> list[str]:
-    """The env family's bucket of every task (``TaskEnv.task_conditions``)."""
-    return ENVS[cfg.env.name].cls.task_conditions(tasks)
-
-
-def initial_policy(cfg: DictConfig, env) -> Policy:
-    """The policy θ_0 of seed ``cfg.seed`` sized for ``env`` (the random baseline's policy)."""
+def initial_policy(cfg: DictConfig, family: TaskFamily, oracle: bool = False) -> Policy:
+    """The policy θ_0 of seed ``cfg.seed`` sized for ``family`` (the random baseline's policy)."""
     torch.manual_seed(cfg.seed)
-    return build_policy(settings(cfg, "policy"), obs_dim=env.observation_spec["observation"].shape[-1],
-                        act_dim=env.action_spec.shape[-1], normalize_observations=cfg.env.normalize_observations)
+    return build_policy(settings(cfg, "policy"), obs_dim=family.observation_size(oracle), act_dim=family.action_size,
+                        normalize_observations=cfg.env.normalize_observations)
 
 
-def build_learner(cfg: DictConfig, policy: Policy, num_steps: int | None = None,
-                  lr: float | list[float] | None = None) -> MetaLearner:
+def build_inner_loop(cfg: DictConfig, policy: Policy, num_steps: int | None = None,
+                     lr: float | list[float] | None = None) -> InnerLoop:
     """The adaptation of ``cfg.inner``; ``num_steps`` and ``lr`` (one per step) override its own."""
     inner = cfg.inner
-    return MetaLearner(policy, inner.lr if lr is None else lr, inner.num_steps if num_steps is None else num_steps,
-                       inner.first_order, inner.estimator)
+    return InnerLoop(policy, inner.lr if lr is None else lr, inner.num_steps if num_steps is None else num_steps,
+                     inner.first_order, inner.estimator)
 
 
 def build_sampler(cfg: DictConfig, env, policy: Policy, generator: torch.Generator) -> Sampler:
@@ -53,9 +47,25 @@ def build_sampler(cfg: DictConfig, env, policy: Policy, generator: torch.Generat
     return Sampler(env, policy, cfg.env.horizon, cfg.gamma, cfg.gae_lambda, generator)
 
 
-def build_outer_loop(cfg: DictConfig) -> OuterLoop:
-    """The outer loop of ``cfg.algorithm``."""
-    return build_algorithm(settings(cfg, "algorithm"))
+def build_trainer(cfg: DictConfig, run_dir: Path, tracker: Tracker | None = None,
+                  family: TaskFamily | None = None) -> Trainer:
+    """The Trainer of a composed, validated config: the family's env for ``meta_batch_size`` ×
+    ``episodes_per_task`` episodes (the oracle's observation for ``baseline=oracle``), θ_0 of
+    ``seed``, the inner loop (no step for a baseline trained without one), the outer loop of
+    ``cfg.algorithm``; checkpoints record the config."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    family = family or family_of(cfg)
+    oracle = cfg.baseline.oracle
+    env = family.make_env(cfg.meta_batch_size, cfg.episodes_per_task, oracle, generator)
+    policy = initial_policy(cfg, family, oracle)
+    outer_loop = build_outer_loop(settings(cfg, "algorithm"))
+    inner_loop = build_inner_loop(cfg, policy, None if cfg.baseline.inner_loop else 0)
+    sampler = build_sampler(cfg, env, policy, generator)
+    record = {"config": OmegaConf.to_container(cfg, resolve=True), "env": cfg.env.name,
+              "baseline": cfg.baseline.name, "oracle": oracle}
+    loop = TrainerSettings(cfg.meta_batch_size, cfg.num_iterations, cfg.checkpoint_every, cfg.baseline.train,
+                           f"{cfg.baseline.name}-{cfg.algorithm.name} on {cfg.env.name}, seed {cfg.seed}", record)
+    return Trainer(family, policy, inner_loop, sampler, outer_loop, generator, run_dir, loop, tracker)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -93,11 +103,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run_name(cfg: DictConfig) -> str:
-    """A training run's name: ``<baseline>-<algorithm>-<env>-s<seed>``."""
-    return f"{cfg.baseline.name}-{cfg.algorithm.name}-{cfg.env.name}-s{cfg.seed}"
-
-
 def start_tracker(cfg: DictConfig, run_dir: Path, launch_dir: Path, name: str | None = None,
                   resume: tuple[str, str] | None = None, overrides: str = "") -> Tracker:
     """A run of the ``cfg.tracking`` backend for one job: named ``run_name(cfg)`` unless ``name`` is given, tagged ``env``, ``algorithm``, ``baseline``, ``seed``, ``git_commit``,
@@ -115,18 +120,24 @@ def start_tracker(cfg: DictConfig, run_dir: Path, launch_dir: Path, name: str | 
                                      tags=tags, params=tracked_params(cfg), resume=resume)
 
 
-def resolve_checkpoint(reference: str, tracking_uri: str) -> Path:
-    """A checkpoint path, a run dir, or an MLflow run id (``<32 hex>`` or ``runs:/<id>``) → its checkpoint file.
+def resolve_checkpoint(reference: str, tracking: Any, launch_dir: Path) -> Path:
+    """A checkpoint path, a run dir, or a run reference of the ``tracking`` backend (its settings;
+    e.g. a run id, ``Tracker.checkpoint_of``) → its checkpoint file.
 
     Raises:
-        FileNotFoundError: if the path does not exist and is not a run id, or the run has no checkpoint.
+        FileNotFoundError: a run dir without a checkpoint, a path that does not exist and is not a
+            run reference, or a run without a checkpoint.
     """
     path = Path(reference)
     if path.is_dir():
-        path = path / "checkpoint.pt"
+        if not (path / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"{reference} is a directory without a checkpoint.pt (a run stopped before "
+                                    "its first checkpoint, or not a run dir)")
+        return path / "checkpoint.pt"
     if path.is_file():
         return path
-    run_id = is_run_id(reference)
-    if not run_id:
-        raise FileNotFoundError(f"checkpoint {reference}: no such file, and not an MLflow run id")
-    return download_checkpoint(run_id, tracking_uri)
+    found = TRACKERS[tracking.name].cls.checkpoint_of(reference, tracking, launch_dir)
+    if found is None:
+        raise FileNotFoundError(f"checkpoint {reference}: no such file or run dir, and not a run id of "
+                                f"tracking={tracking.name}")
+    return found

@@ -1,18 +1,27 @@
-"""Reports of an evaluation: the method × k table (terminal, CSV, JSON) and the figures."""
+"""Reports of an evaluation, all drawn from one long table (``Evaluation.table``, pandas): the
+method × k summary (``results.json``, ``results.csv``, the terminal), the paired differences, the
+per-task returns, and the figures.
+
+The table has one row per method (label), training run, test task and k: ``method``, ``run`` (the
+checkpoint's index, so that the seeds of one setting pool), ``seed``, ``task``, ``k``, ``return``,
+``lr`` (the step size that led to k; empty at k = 0), ``reference`` (a family's fixed strategy,
+e.g. buy-and-hold, rather than a policy) and, for a family with statistics, one column
+``<statistics name>/<statistic>`` each (the deterministic policy's, e.g. ``backtest/sharpe``).
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after choosing the headless backend
+from ..figures import pyplot
+
+Z95 = 1.96  # the normal approximation's 95% quantile
 
 
 def metric_name(label: str) -> str:
@@ -20,36 +29,125 @@ def metric_name(label: str) -> str:
     return re.sub(r"[^\w\-./]", "_", label)
 
 
-def summarize(returns: torch.Tensor, seeds: int = 1) -> dict[int, dict[str, float]]:
-    """Mean and 95% confidence half-width (normal approximation, 1.96·s/√n) per k.
+def ci95(values: pd.Series) -> float:
+    """The 95% confidence half-width of the mean, Z95·s/√n (normal approximation; s with n − 1)."""
+    return Z95 * values.std(ddof=1) / math.sqrt(len(values))
 
-    ``returns`` is ``[k, sample]`` with ``seeds`` seeds × n_tasks tasks per row.
+
+def statistic_columns(table: pd.DataFrame) -> list[str]:
+    """The family's statistic columns of ``table`` (``backtest/sharpe``, …; none for most families)."""
+    return [c for c in table.columns if "/" in c]
+
+
+def summarize(table: pd.DataFrame) -> dict:
+    """``results.json``'s content from the long table: ``{method: {k: {"mean", "ci95", "n_tasks",
+    "n_seeds", "lr", "paired", <statistics name>}}}`` in the table's order of methods.
+
+    The mean and the 95% interval pool runs (seeds) × tasks; ``lr`` lists each run's step size at
+    k ≥ 1; ``paired`` is added by ``add_paired``; a family's statistics are ``{statistic: {"mean",
+    "ci95", "n_tasks", "n_seeds"}}`` under its statistics name.
     """
-    n = returns.shape[1]
-    return {k: {"mean": row.mean().item(), "ci95": 1.96 * row.std().item() / math.sqrt(n), "n_tasks": n // seeds,
-                "n_seeds": seeds} for k, row in enumerate(returns.double())}
+    results: dict[str, dict[int, dict]] = {}
+    columns = statistic_columns(table)
+    for (method, k), rows in table.groupby(["method", "k"], sort=False):
+        runs = rows["run"].nunique()
+        cell = {"mean": float(rows["return"].mean()), "ci95": float(ci95(rows["return"])),
+                "n_tasks": len(rows) // runs, "n_seeds": runs}
+        if k > 0 and rows["lr"].notna().any():
+            cell["lr"] = [float(a) for a in rows.drop_duplicates("run")["lr"]]
+        for column in columns:
+            group, name = column.split("/", 1)
+            cell.setdefault(group, {})[name] = {"mean": float(rows[column].mean()), "ci95": float(ci95(rows[column])),
+                                                "n_tasks": len(rows) // runs, "n_seeds": runs}
+        results.setdefault(method, {})[int(k)] = cell
+    add_paired(results, table)
+    return results
 
 
-def add_paired(results: dict, per_task: dict[str, torch.Tensor]) -> None:
-    """Add ``paired`` to every row of a method other than the reference (the first MAML label):
-    the reference's return minus the method's on the same tasks, ``{"reference", "mean", "ci95"}``.
+def add_paired(results: dict, table: pd.DataFrame) -> None:
+    """Add ``paired`` to every row of a policy other than the reference (the first MAML label): the
+    reference's return minus the method's on the same tasks, ``{"reference", "mean", "ci95"}``.
 
     Every method is evaluated on the same tasks, so the spread of task difficulty (a goal velocity
     of 0 or 3), which dominates each method's own interval, cancels in the per-task difference:
-    the paired interval answers "does the reference beat this method on these tasks?". The 95%
-    half-width is 1.96·s/√n over tasks (normal approximation). ``per_task`` is ``{label: [k, task]}``
-    (each task's return averaged over seeds); labels and ``k`` are those of ``results``.
+    the paired interval answers "does the reference beat this method on these tasks?". Each
+    task's return is first averaged over the method's runs; the half-width is Z95·s/√n over tasks.
     """
-    reference = next((label for label in per_task if label.split()[0] == "maml"), None)
+    policies = table[~table["reference"]]
+    per_task = policies.groupby(["method", "k", "task"], sort=False)["return"].mean()
+    labels = list(dict.fromkeys(policies["method"]))
+    reference = next((label for label in labels if label.split()[0] == "maml"), None)
     if reference is None:
         return
-    for label, returns in per_task.items():
+    for label in labels:
         if label == reference:
             continue
-        for k in range(min(len(returns), len(per_task[reference]))):
-            diff = (per_task[reference][k] - returns[k]).double()
-            results[label][k]["paired"] = {"reference": reference, "mean": diff.mean().item(),
-                                           "ci95": 1.96 * diff.std().item() / math.sqrt(diff.numel())}
+        for k in results[label]:
+            if k not in results[reference]:
+                continue
+            diff = per_task[reference, k] - per_task[label, k]
+            results[label][k]["paired"] = {"reference": reference, "mean": float(diff.mean()), "ci95": float(ci95(diff))}
+
+
+def step_sizes(rows: dict) -> str:
+    """α_1, α_2, … of one method's rows (``"0.1, 0.05, 0.05"``; empty without adaptation)."""
+    return ", ".join(step_size_text(rows[k]) for k in sorted(rows) if k > 0 and rows[k].get("lr"))
+
+
+def step_size_text(row: dict) -> str:
+    """The step size that led to a row: ``0.1``, or the runs' values joined by ``|`` where they differ."""
+    return "|".join(f"{a:g}" for a in dict.fromkeys(row.get("lr", [])))
+
+
+def statistic_groups(results: dict) -> dict[str, list[str]]:
+    """``{statistics name: [statistic, …]}`` found in ``results`` (``{"backtest": ["return", "sharpe", …]}``)."""
+    groups: dict[str, dict[str, None]] = {}
+    for rows in results.values():
+        for cell in rows.values():
+            for key, value in cell.items():
+                if isinstance(value, dict) and key != "paired":
+                    groups.setdefault(key, {}).update(dict.fromkeys(value))
+    return {key: list(names) for key, names in groups.items()}
+
+
+def write_tables(results: dict, table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """``results.json`` (the contract, see docs/outputs.md), ``results.csv`` (one row per method and
+    k: the paired difference from the reference in ``paired_mean`` and ``paired_ci95``, empty for the
+    reference; ``<statistics name>_<statistic>`` and ``…_ci95`` columns for a family's statistics)
+    and ``returns_per_task.csv`` (the policies' rows of the long table: ``method, seed, task, k,
+    return``). Returns the three paths."""
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    groups = statistic_groups(results)
+    rows = []
+    for method, cells in results.items():
+        for k, cell in cells.items():
+            paired = cell.get("paired", {})
+            row = {"method": method, "k": k, "mean": cell["mean"], "ci95": cell["ci95"], "n_tasks": cell["n_tasks"],
+                   "n_seeds": cell["n_seeds"], "lr": step_size_text(cell), "paired_mean": paired.get("mean"),
+                   "paired_ci95": paired.get("ci95")}
+            for group, names in groups.items():
+                for name in names:
+                    value = cell.get(group, {}).get(name, {})
+                    row[f"{group}_{name}"], row[f"{group}_{name}_ci95"] = value.get("mean"), value.get("ci95")
+            rows.append(row)
+    pd.DataFrame(rows).to_csv(out_dir / "results.csv", index=False, float_format="%.4f")
+    per_task = table.loc[~table["reference"], ["method", "seed", "task", "k", "return"]]
+    per_task.to_csv(out_dir / "returns_per_task.csv", index=False, float_format="%.4f")
+    return [out_dir / name for name in ("results.json", "results.csv", "returns_per_task.csv")]
+
+
+def cell_text(cell: dict | None) -> str:
+    return f"{cell['mean']:8.2f} ± {cell['ci95']:5.2f}" if cell else "-"
+
+
+def format_table(results: dict, num_steps: int) -> str:
+    """The method × k table as text: ``mean ± ci95`` per cell, then the step sizes α_1, α_2, …"""
+    width = max([12, *(len(m) + 2 for m in results)])
+    lines = [f"{'method':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1)) + "   step sizes"]
+    for method, rows in results.items():
+        cells = [cell_text(rows.get(k)) for k in range(num_steps + 1)]
+        lines.append(f"{method:<{width}}" + "".join(f"{c:>18}" for c in cells) + f"   {step_sizes(rows) or '-'}")
+    return "\n".join(lines)
 
 
 def format_paired(results: dict, num_steps: int) -> str:
@@ -63,124 +161,40 @@ def format_paired(results: dict, num_steps: int) -> str:
     lines = [f"{reference} minus each method on the same tasks (paired):",
              f"{'method':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1))]
     for method, r in rows.items():
-        cells = [f"{r[k]['paired']['mean']:8.2f} ± {r[k]['paired']['ci95']:5.2f}" if k in r and "paired" in r[k]
-                 else "-" for k in range(num_steps + 1)]
+        cells = [cell_text(r[k].get("paired")) if k in r else "-" for k in range(num_steps + 1)]
         lines.append(f"{method:<{width}}" + "".join(f"{c:>18}" for c in cells))
     return "\n".join(lines)
 
 
-def backtest_names(results: dict) -> list[str]:
-    """The backtest statistics in ``results`` (``return``, ``sharpe``, …; none outside a backtest)."""
-    return list(dict.fromkeys(name for rows in results.values() for r in rows.values() for name in r.get("backtest", {})))
-
-
-def write_tables(results: dict, out_dir: Path) -> None:
-    """``results.json`` (the contract) and ``results.csv`` (one row per method and k: the paired
-    difference from the reference in ``paired_mean`` and ``paired_ci95``, empty for the reference; with
-    a backtest, ``bt_<statistic>`` and ``bt_<statistic>_ci95`` columns of the deterministic policy)."""
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    names = backtest_names(results)
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "k", "mean", "ci95", "n_tasks", "n_seeds", "lr", "paired_mean", "paired_ci95",
-                         *(f"bt_{n}{suffix}" for n in names for suffix in ("", "_ci95"))])
+def format_statistics(results: dict) -> str:
+    """Each statistics group (a family's, e.g. ``backtest``) as text: one line per method and k,
+    ``mean ± ci95`` of every statistic of the deterministic policy (empty for none)."""
+    blocks = []
+    for group, names in statistic_groups(results).items():
+        width = max([14, *(len(m) + 2 for m in results)])
+        lines = [f"{group:<{width}}{'k':>3}" + "".join(f"{n:>20}" for n in names)]
         for method, rows in results.items():
-            for k, r in rows.items():
-                tested, paired = r.get("backtest", {}), r.get("paired")
-                writer.writerow([method, k, f"{r['mean']:.4f}", f"{r['ci95']:.4f}", r["n_tasks"], r["n_seeds"],
-                                 step_size_text(r), *((f"{paired['mean']:.4f}", f"{paired['ci95']:.4f}") if paired
-                                                      else ("", "")),
-                                 *(f"{tested[n][key]:.4f}" if n in tested else ""
-                                                      for n in names for key in ("mean", "ci95"))])
-
-
-def write_per_task(returns: dict[str, list[tuple[int, torch.Tensor]]], out_dir: Path) -> None:
-    """``returns_per_task.csv``: one row per method, training seed, test task and k (columns
-    ``method, seed, task, k, return``), from ``{label: [(seed, [k, task] returns)]}``, for analyses
-    the tables do not make (the tasks are the same for every method, in the same order)."""
-    with open(out_dir / "returns_per_task.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "seed", "task", "k", "return"])
-        for label, seeds in returns.items():
-            for seed, rows in seeds:
-                for k, row in enumerate(rows.tolist()):
-                    writer.writerows([label, seed, task, k, f"{value:.4f}"] for task, value in enumerate(row))
-
-
-def step_sizes(rows: dict) -> str:
-    """α_1, α_2, … of one method's rows (``"0.1, 0.05, 0.05"``; empty without adaptation)."""
-    return ", ".join(step_size_text(rows[k]) for k in sorted(rows) if k > 0 and rows[k].get("lr"))
-
-
-def step_size_text(row: dict) -> str:
-    """The step size that led to a row: ``0.1``, or the seeds' values joined by ``|`` where they differ."""
-    return "|".join(f"{a:g}" for a in dict.fromkeys(row.get("lr", [])))
-
-
-def format_table(results: dict, num_steps: int) -> str:
-    """The method × k table as text: ``mean ± ci95`` per cell, then the step sizes α_1, α_2, …"""
-    width = max([12, *(len(m) + 2 for m in results)])
-    header = f"{'method':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1)) + "   step sizes"
-    lines = [header]
-    for method, rows in results.items():
-        cells = [f"{rows[k]['mean']:8.2f} ± {rows[k]['ci95']:5.2f}" if k in rows else "-" for k in range(num_steps + 1)]
-        lines.append(f"{method:<{width}}" + "".join(f"{c:>18}" for c in cells) + f"   {step_sizes(rows) or '-'}")
-    return "\n".join(lines)
-
-
-def format_backtest(results: dict) -> str:
-    """The backtest table as text: one line per method and k, ``mean ± ci95`` of every statistic of
-    the deterministic policy (empty without a backtest)."""
-    names = backtest_names(results)
-    if not names:
-        return ""
-    width = max([14, *(len(m) + 2 for m in results)])
-    lines = [f"{'backtest':<{width}}{'k':>3}" + "".join(f"{n:>20}" for n in names)]
-    for method, rows in results.items():
-        for k, r in rows.items():
-            cells = [f"{r['backtest'][n]['mean']:9.3f} ± {r['backtest'][n]['ci95']:6.3f}" for n in names]
-            lines.append(f"{method:<{width}}{k:>3}" + "".join(f"{c:>20}" for c in cells))
-    return "\n".join(lines)
-
-
-def plot_equity(tests: dict, tasks: torch.Tensor, path: Path, windows: int = 4) -> None:
-    """Cumulative reward (trading: percent log-return of the equity) of each method's deterministic
-    policy, before adaptation and after the last step, and of the benchmarks, on the first
-    ``windows`` test tasks; ``tests`` is ``{label: [(statistics, rewards [K + 1, task, time]), …]}``
-    (the first seed is drawn)."""
-    shown = min(windows, tasks.shape[0])
-    fig, axes = plt.subplots(1, shown, figsize=(4.2 * shown, 3.8), squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        for j, (label, runs) in enumerate(tests.items()):
-            rewards = runs[0][1][:, i].double().cumsum(-1)
-            if len(rewards) == 1:
-                ax.plot(rewards[0], color=f"C{j}", linestyle=":" if "flat" in label else "--", label=label)
-                continue
-            ax.plot(rewards[0], color=f"C{j}", alpha=0.5, linewidth=0.8, label=f"{label}, k=0")
-            ax.plot(rewards[-1], color=f"C{j}", label=f"{label}, k={len(rewards) - 1}")
-        ax.set_title(f"test task {i}", fontsize=9)
-        ax.set_xlabel("bar")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("cumulative reward (% log-return)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
-    fig.suptitle("deterministic policies on held-out windows vs benchmarks")
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            for k, cell in rows.items():
+                values = cell.get(group, {})
+                cells = [f"{values[n]['mean']:9.3f} ± {values[n]['ci95']:6.3f}" if n in values else "-" for n in names]
+                lines.append(f"{method:<{width}}{k:>3}" + "".join(f"{c:>20}" for c in cells))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def plot_curves(results: dict, num_steps: int, path: Path, title: str) -> None:
     """``curves_figure`` saved to ``path``."""
+    plt = pyplot()
     fig = curves_figure(results, num_steps, title)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def curves_figure(results: dict, num_steps: int, title: str) -> plt.Figure:
+def curves_figure(results: dict, num_steps: int, title: str):
     """Average return vs. number of gradient steps (Finn et al., 2017, Figure 4): one line per method
     (its step sizes in the legend) with its shaded 95% confidence band, markers offset so the bands do not hide each other; a
     method evaluated without adaptation (the oracle) as a horizontal band."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ks = torch.arange(num_steps + 1, dtype=torch.float64)
     adapted = [m for m, rows in results.items() if len(rows) > 1 or num_steps == 0]
@@ -211,6 +225,7 @@ def curves_figure(results: dict, num_steps: int, title: str) -> plt.Figure:
 
 def plot_learning_curve(history: dict[str, list[float]], iteration: int, title: str, path: Path) -> Path:
     """Pre- and post-adaptation return of every iteration up to ``iteration``; returns ``path``."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     start = iteration - len(history["post"])  # a run resumed from a checkpoint without history starts later
     x = list(range(start, iteration))
@@ -229,6 +244,7 @@ def plot_learning_curve(history: dict[str, list[float]], iteration: int, title: 
 
 def plot_activation(table: dict[str, dict[str, float]], title: str, path: Path) -> Path:
     """A heatmap of ``{part: {condition: activation}}`` (e.g. experts × task condition) saved to ``path``."""
+    plt = pyplot()
     rows, columns = list(table), sorted({c for values in table.values() for c in values})
     data = torch.tensor([[table[r].get(c, float("nan")) for c in columns] for r in rows])
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 + 1.1 * len(columns)), 1.2 + 0.5 * len(rows)))  # room for the title
@@ -243,38 +259,3 @@ def plot_activation(table: dict[str, dict[str, float]], title: str, path: Path) 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def plot_trajectories(paths: dict, tasks: torch.Tensor, steps: int, path: Path, task: int = 0) -> None:
-    """Figure 4's lower panels: one episode of one task before adaptation and after the last step,
-    the goal marked; positions in the plane, limits that fit every path."""
-    methods = list(paths)
-    fig, axes = plt.subplots(1, max(len(methods), 1), figsize=(4 * max(len(methods), 1), 4.6), squeeze=False)
-    goal = tasks[task, :2].tolist()
-    points = [torch.tensor([goal, [0.0, 0.0]])]
-    for ax, method in zip(axes[0], methods):
-        (pre, pre_mask), (post, post_mask) = paths[method][0], paths[method][-1]
-        curves = [((pre, pre_mask), "--", "before adaptation"), ((post, post_mask), "-", f"after {steps} steps")]
-        for (obs, mask), style, label in curves:
-            xy = obs[task][mask[task].bool()][:, :2].double()  # positions before each step, from the origin
-            xy = xy[xy.isfinite().all(-1)]  # a diverged step size leaves no position to draw
-            points.append(xy)
-            ax.plot(xy[:, 0], xy[:, 1], style, label=label)
-        ax.plot(*goal, "r*", markersize=14, label="goal")
-        ax.set_title(method)
-        ax.set_xlabel("x position")
-        ax.set_ylabel("y position")
-        ax.set_aspect("equal")
-        ax.grid(alpha=0.3)
-    corners = torch.cat(points)
-    center = (corners.min(0).values + corners.max(0).values) / 2
-    half = (corners.max(0).values - corners.min(0).values).max().item() / 2 + 0.05  # a square that holds every path
-    for ax in axes[0]:
-        ax.set_xlim(center[0].item() - half, center[0].item() + half)
-        ax.set_ylim(center[1].item() - half, center[1].item() + half)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
-    fig.suptitle(f"2D navigation, task {task}: one episode before and after adaptation")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -4,50 +4,73 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ..algorithms import OuterLoop
 from ..core.checkpoint import save_checkpoint
+from ..core.maml import InnerLoop
 from ..core.objective import MetaObjective
-from ..core.sampler import episode_returns
+from ..core.sampler import Sampler, episode_returns
+from ..envs import TaskFamily
+from ..policies import Policy
 from ..tracking import NullTracker, Tracker
-from .build import build_env, build_learner, build_outer_loop, build_sampler, initial_policy, task_conditions
 from .report import plot_activation, plot_learning_curve
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class TrainerSettings:
+    """What the loop itself needs: ``meta_batch_size`` tasks per iteration, ``num_iterations`` in
+    all, a checkpoint every ``checkpoint_every``; ``train`` false for a policy that is only
+    initialised (the random baseline); ``title`` of the learning curve; ``record``: what every
+    checkpoint carries besides the states (the config, to rebuild the run from it)."""
+
+    meta_batch_size: int
+    num_iterations: int
+    checkpoint_every: int = 50
+    train: bool = True
+    title: str = "learning curve"
+    record: dict = field(default_factory=dict)
+
+
 class Trainer:
     """MAML meta-training (Finn et al., 2017, Algorithm 3) with a pluggable outer loop.
 
-    Each meta-iteration samples ``meta_batch_size`` tasks, collects ``episodes_per_task``
-    support episodes per task with θ, adapts θ'_i by ``inner.num_steps`` VPG steps (fresh
-    episodes for each step; none for the baselines trained without an inner loop), collects
-    query episodes with θ'_i and updates θ on the query surrogate through the inner loop.
+    Each meta-iteration samples ``meta_batch_size`` tasks of ``family``, collects support
+    episodes per task with θ through ``sampler`` (which steps ``sampler.env``), adapts θ'_i with
+    ``inner_loop`` (fresh episodes for each step; none for a zero-step inner loop: the baselines
+    trained without adaptation), collects query episodes with θ'_i and updates θ with
+    ``outer_loop`` on the query surrogate through the inner loop. Every part is handed in
+    (``run.build.build_trainer`` builds them from a config).
 
     Args:
-        cfg: the composed, validated config.
-        run_dir: where checkpoints go (the Hydra output dir).
+        family: the task family (tasks, conditions, statistics).
+        policy: the policy θ.
+        inner_loop: the adaptation.
+        sampler: episodes of per-task parameters in the family's env, with advantages.
+        outer_loop: the meta-update (``OuterLoop``).
+        generator: the task and noise stream (shared with ``sampler``; checkpointed).
+        run_dir: where checkpoints and figures go.
+        settings: the loop's own settings.
         tracker: where metrics and artifacts go (default: nowhere).
 
     Raises:
         TypeError: if the outer loop's ``step`` returns no ``"kl"`` (the OuterLoop contract).
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, tracker: Tracker | None = None):
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+    def __init__(self, family: TaskFamily, policy: Policy, inner_loop: InnerLoop, sampler: Sampler,
+                 outer_loop: OuterLoop, generator: torch.Generator, run_dir: Path, settings: TrainerSettings,
+                 tracker: Tracker | None = None):
+        self.family, self.policy, self.inner_loop, self.sampler = family, policy, inner_loop, sampler
+        self.outer_loop, self.generator, self.settings = outer_loop, generator, settings
+        self.run_dir = Path(run_dir)
         self.tracker = tracker or NullTracker()
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.oracle = cfg.baseline.oracle
-        self.env = build_env(cfg, cfg.meta_batch_size, cfg.episodes_per_task, self.oracle, self.generator)
-        self.policy = initial_policy(cfg, self.env)
-        self.algorithm = build_outer_loop(cfg)
-        self.learner = build_learner(cfg, self.policy, None if cfg.baseline.inner_loop else 0)
-        self.sampler = build_sampler(cfg, self.env, self.policy, self.generator)
         self.iteration = 0
         self.recent: list[float] = []  # post-adaptation returns of the last 20 iterations
         self.recent_tasks: list[torch.Tensor] = []  # and their tasks, [meta_batch_size, ...] each
@@ -58,24 +81,26 @@ class Trainer:
     def meta_step(self) -> dict[str, float]:
         """One meta-iteration; returns its metrics."""
         t_start = time.perf_counter()
-        self.tasks = self.env.sample_tasks(self.cfg.meta_batch_size, self.generator)
-        batch = self.learner.meta_batch(self.sampler, self.policy.params(), self.tasks)
-        objective = MetaObjective(self.learner, batch.supports, batch.query)
+        self.tasks = self.family.sample_tasks(self.settings.meta_batch_size, self.generator)
+        batch = self.inner_loop.meta_batch(self.sampler, self.policy.params(), self.tasks)
+        objective = MetaObjective(self.inner_loop, batch.supports, batch.query)
         metrics = dict(batch.timings)
         t0 = time.perf_counter()
-        metrics.update(self.algorithm.step(objective, self.policy.params(), batch.adaptation, self.generator))
+        metrics.update(self.outer_loop.step(objective, self.policy.params(), batch.adaptation, self.generator))
         metrics["time_outer"] = time.perf_counter() - t0
         if "kl" not in metrics:
-            raise TypeError(f"algorithm {self.cfg.algorithm.name!r}: step() must return metrics with 'kl'")
+            raise TypeError(f"outer loop {type(self.outer_loop).__name__}: step() must return metrics with 'kl'")
         episodes = [*batch.supports, batch.query]
         metrics["post_adaptation_return"] = episode_returns(batch.query).mean().item()
         metrics["pre_adaptation_return"] = episode_returns(episodes[0]).mean().item()
         steps = sum(b["mask"].sum().item() for b in episodes)
         metrics["env_steps_per_second"] = steps / max(metrics["time_sampling"], 1e-9)
         metrics.update(self.policy.diagnostics(episodes[0], batch.query))
-        for phase, b in (("pre", episodes[0]), ("post", batch.query)):  # e.g. a trading backtest's Sharpe ratio
-            metrics.update({f"backtest/{n}_{phase}": v.mean().item() for n, v in self.env.episode_statistics(b).items()})
-        self.activation = self.policy.activation_by_condition(batch.query, task_conditions(self.cfg, self.tasks))
+        prefix = self.family.statistics_name  # the family's own statistics, e.g. a backtest's Sharpe ratio
+        for phase, b in (("pre", episodes[0]), ("post", batch.query)):
+            metrics.update({f"{prefix}/{n}_{phase}": v.mean().item()
+                            for n, v in self.family.episode_statistics(self.tasks, b).items()})
+        self.activation = self.policy.activation_by_condition(batch.query, self.family.task_conditions(self.tasks))
         for b in episodes:  # after the update: every batch above was scored with the same statistics
             self.policy.observe(b["observation"], b["mask"])
         metrics["time_iteration"] = time.perf_counter() - t_start
@@ -88,8 +113,8 @@ class Trainer:
         If tracking fails between iterations (a tracking server that went away), the state of the
         last finished iteration is checkpointed before the error is raised.
         """
-        cfg = self.cfg
-        last = cfg.num_iterations if cfg.baseline.train else self.iteration  # random: no training
+        settings = self.settings
+        last = settings.num_iterations if settings.train else self.iteration  # random: no training
         bar = tqdm(range(self.iteration, last), desc="meta-train", unit="it", dynamic_ncols=True)
         between_iterations = True
         try:
@@ -99,15 +124,13 @@ class Trainer:
                     metrics = self.meta_step()
                     self.record(metrics)
                     between_iterations = True
-                    bar.set_postfix(progress_figures(metrics))
-                    if metrics.get("step_accepted") == 0.0:
-                        log.warning("iteration %d: line search found no acceptable step; θ unchanged", it)
+                    bar.set_postfix(progress_figures(metrics, self.outer_loop.progress))
                     self.tracker.log_metrics(tracked_metrics(metrics), step=it)
                     if it % 10 == 0 or self.iteration == last:
                         log.info("iteration %d: pre %.2f post %.2f kl %.5f %.2f s", it,
                                  metrics["pre_adaptation_return"], metrics["post_adaptation_return"], metrics["kl"],
                                  metrics["time_iteration"])
-                    if self.iteration % cfg.checkpoint_every == 0:
+                    if self.iteration % settings.checkpoint_every == 0:
                         self.checkpoint()
         except Exception:
             if between_iterations:
@@ -132,8 +155,7 @@ class Trainer:
         policy's activation by task condition as ``activation.png`` if it has one (a mixture's experts)."""
         path = self.save()
         if self.history["post"]:
-            title = f"{self.cfg.baseline.name}-{self.cfg.algorithm.name} on {self.cfg.env.name}, seed {self.cfg.seed}"
-            self.tracker.log_artifact(plot_learning_curve(self.history, self.iteration, title,
+            self.tracker.log_artifact(plot_learning_curve(self.history, self.iteration, self.settings.title,
                                                           self.run_dir / "learning_curve.png"))
         if self.activation:  # e.g. which expert acts on which tasks, after adaptation
             title = f"after adaptation, iteration {self.iteration}: activation by task condition"
@@ -143,13 +165,13 @@ class Trainer:
     def save(self) -> Path:
         """Write ``checkpoint.pt`` in the run dir (atomically)."""
         return save_checkpoint(self.run_dir / "checkpoint.pt", {
+            **self.settings.record,
             "policy": self.policy.state_dict(), "policy_kwargs": self.policy.kwargs,
-            "optimizer": self.algorithm.state_dict(),
+            "optimizer": self.outer_loop.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
-            "iteration": self.iteration, "config": OmegaConf.to_container(self.cfg, resolve=True),
-            "env": self.cfg.env.name, "baseline": self.cfg.baseline.name, "oracle": self.oracle,
-            "mlflow_run_id": self.tracker.run_id, "tracking_uri": self.tracker.uri, "recent_post": self.recent,
-            "recent_tasks": self.recent_tasks, "history": self.history, "run_dir": str(self.run_dir.resolve()),
+            "iteration": self.iteration, "tracking": self.tracker.name, "tracked_run_id": self.tracker.run_id,
+            "tracking_uri": self.tracker.uri, "recent_post": self.recent, "recent_tasks": self.recent_tasks,
+            "history": self.history, "run_dir": str(self.run_dir.resolve()),
         })
 
     def load_state(self, state: dict) -> None:
@@ -158,7 +180,7 @@ class Trainer:
         The next iterations are then bit-identical (on CPU) to those of the uninterrupted run.
         """
         self.policy.load_state_dict(state["policy"])
-        self.algorithm.load_state_dict(state["optimizer"])
+        self.outer_loop.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         self.generator.set_state(state["rng"]["generator"])
         self.iteration, self.recent = state["iteration"], list(state.get("recent_post", []))
@@ -166,13 +188,13 @@ class Trainer:
         self.history = state.get("history") or {"pre": [], "post": []}
 
 
-def progress_figures(metrics: dict[str, float]) -> dict[str, str | int]:
-    """What the progress bar shows: pre/post-adaptation return, KL, seconds per iteration, TRPO's line search."""
+def progress_figures(metrics: dict[str, float], extra: dict[str, str]) -> dict[str, str | int]:
+    """What the progress bar shows: pre/post-adaptation return, KL, seconds per iteration, the outer
+    loop's own ``extra`` figures (``{label: metric}``, e.g. a line search's steps), env steps per second."""
     figures: dict[str, str | int] = {"pre": f"{metrics['pre_adaptation_return']:.1f}",
                                      "post": f"{metrics['post_adaptation_return']:.1f}",
                                      "kl": f"{metrics['kl']:.4f}", "s_it": f"{metrics['time_iteration']:.2f}"}
-    if "line_search_steps" in metrics:
-        figures["ls"] = int(metrics["line_search_steps"])
+    figures.update({label: f"{metrics[name]:g}" for label, name in extra.items() if name in metrics})
     figures["sps"] = f"{metrics['env_steps_per_second']:.0f}"  # env steps per second of sampling
     return figures
 

@@ -1,6 +1,7 @@
 """MLflow tracking (``tracking=mlflow``): runs, sweep parents and checkpoints fetched by run id.
 
-Every call to MLflow in the package is here.
+Every call to MLflow in the package is here, and MLflow is imported only when one is made (a
+command that tracks nothing, or only prints its help, never loads it).
 """
 
 from __future__ import annotations
@@ -14,27 +15,32 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 from filelock import FileLock
-from mlflow.exceptions import MlflowException
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from .base import TRACKERS, TrackingConfig
+from .base import TRACKERS, TrackingConfig, TrackingUnavailable
+
+MAX_PARAM_VAL_LENGTH = 6000  # MLflow's limit on a param's value (mlflow.utils.validation)
 
 PARENT_FILE = "mlflow_parent_run_id"  # in a sweep dir: the id of the sweep's parent run
+STORE_FILE = "mlflow_tracking_uri"  # and the store it is in
 TRAINING_VIEW = "workflowType=machine_learning"  # MLflow 3's UI opens on its GenAI pages without it
 
 
-class TrackingUnavailable(ConnectionError):
-    """The tracking store cannot be reached; the message names the URI."""
+STORES = ("sqlite:///", "http://", "https://", "postgresql://", "mysql://", "mssql://", "databricks")
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast for a tracking server that does not answer (MLflow itself retries for minutes).
+    """Fail fast for a store MLflow cannot use here, or a tracking server that does not answer
+    (MLflow itself retries for minutes).
 
     Raises:
-        TrackingUnavailable: ``"tracking server http://127.0.0.1:9 is not reachable (...)"``.
+        TrackingUnavailable: ``"tracking server http://127.0.0.1:9 is not reachable (...)"``, or
+            ``"tracking.uri=some/dir is not a store MLflow can use: ..."`` (a plain path or a
+            ``file:`` store, which MLflow 3 no longer keeps up).
     """
+    if not uri.startswith(STORES):
+        raise TrackingUnavailable(f"tracking.uri={uri} is not a store MLflow can use: give sqlite:///<file>.db "
+                                  "(a local store), http://<host>:<port> (a tracking server), or tracking=none")
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -76,6 +82,9 @@ def experiment_id(uri: str, name: str) -> str:
     For a SQLite store, a file lock serialises the first contact, in which MLflow creates the
     tables, and the experiment's creation: the jobs of a sweep start at the same moment.
     """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     with FileLock(f"{db}.lock") if db else nullcontext():
         client = mlflow.MlflowClient(uri)
@@ -104,8 +113,12 @@ class MlflowTracker:
     sweep's child run (``mlflow.parentRunId``). See ``Tracker`` for the arguments.
     """
 
+    name = "mlflow"
+
     def __init__(self, config: TrackingConfig, *, run_dir: Path, launch_dir: Path, run_name: str,
                  tags: dict[str, str], params: dict[str, str], resume: tuple[str, str] | None = None):
+        import mlflow
+
         self.run_dir = Path(run_dir)
         if resume:  # (tracking uri, run id): continue that run; its params and tags are already there
             self.uri = resume[0]
@@ -135,12 +148,18 @@ class MlflowTracker:
         return f"mlflow ui --backend-store-uri {self.uri}   then http://127.0.0.1:5000/{page}"
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        import mlflow
+
         retry_locked(mlflow.set_tags, tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import mlflow
+
         retry_locked(mlflow.log_metrics, metrics, step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
         path = Path(path)
         if path.is_dir():
             retry_locked(mlflow.log_artifacts, str(path), artifact_path)
@@ -152,12 +171,43 @@ class MlflowTracker:
         self.log_artifact(self.run_dir / ".hydra", ".hydra")
         for log in self.run_dir.glob("*.log"):
             self.log_artifact(log)
+        import mlflow
+
         retry_locked(mlflow.end_run, status)
+
+    @classmethod
+    def checkpoint_of(cls, reference: str, config: TrackingConfig, launch_dir: Path) -> Path | None:
+        """The checkpoint of MLflow run ``reference`` (``<32 hex>`` or ``runs:/<id>``) in ``config.uri``
+        (or the launch dir's store), downloaded; None for anything else.
+
+        Raises:
+            FileNotFoundError: if the run or its checkpoint cannot be fetched.
+        """
+        run_id = is_run_id(reference)
+        return download_checkpoint(run_id, resolve_uri(config.uri, launch_dir)) if run_id else None
+
+    @classmethod
+    def start_sweep(cls, config: TrackingConfig, sweep_dir: Path, launch_dir: Path, tags: dict[str, str],
+                    params: dict[str, str]) -> None:
+        """The sweep's parent run (see ``start_sweep_run``); every job's run becomes its child."""
+        start_sweep_run(resolve_uri(config.uri, launch_dir), config.experiment, sweep_dir, tags, params)
+
+    @classmethod
+    def finish_sweep(cls, config: TrackingConfig, sweep_dir: Path, maximize: bool,
+                     best_params: dict[str, str] | None) -> dict[str, str] | None:
+        """The parent run's summary (see ``finish_sweep_run``); None if the sweep has no parent run."""
+        parent = sweep_dir / PARENT_FILE
+        if not parent.is_file():
+            return None
+        uri = (sweep_dir / STORE_FILE).read_text().strip()
+        return finish_sweep_run(uri, parent.read_text().strip(), sweep_dir, maximize, best_params)
 
 
 def start_sweep_run(uri: str, experiment: str, sweep_dir: Path, tags: dict[str, str], params: dict[str, str]) -> str:
     """Create a sweep's parent run before any job starts; its id goes to ``<sweep dir>/mlflow_parent_run_id``,
     where each job (local or on a cluster node) finds it. Returns the run id."""
+    import mlflow
+
     check_reachable(uri)
     client = mlflow.MlflowClient(uri)
     run = retry_locked(client.create_run, experiment_id(uri, experiment),
@@ -165,6 +215,7 @@ def start_sweep_run(uri: str, experiment: str, sweep_dir: Path, tags: dict[str, 
     for key, value in params.items():
         retry_locked(client.log_param, run.info.run_id, key, value[:MAX_PARAM_VAL_LENGTH])
     (sweep_dir / PARENT_FILE).write_text(run.info.run_id)
+    (sweep_dir / STORE_FILE).write_text(uri)
     return run.info.run_id
 
 
@@ -179,6 +230,8 @@ def finish_sweep_run(uri: str, run_id: str, sweep_dir: Path, maximize: bool = Tr
     ``best_run_name`` and ``best_overrides``; ``best_params`` (an Optuna sweep's) become params
     ``best.<key>``. Returns the best child's tags, or None without children.
     """
+    import mlflow
+
     client = mlflow.MlflowClient(uri)
     parent = client.get_run(run_id)
     children = retry_locked(client.search_runs, [parent.info.experiment_id],
@@ -223,6 +276,8 @@ def download_checkpoint(run_id: str, uri: str) -> Path:
     Raises:
         FileNotFoundError: if the run or its checkpoint cannot be fetched.
     """
+    import mlflow
+
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT,
                                                     tracking_uri=uri)
