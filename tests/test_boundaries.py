@@ -62,4 +62,4 @@ def test_a_tensorboard_sweep_records_every_job_and_no_mlflow(tmp_path):
         assert {"train/kl", "time/env_steps_per_second", "train/objective"} <= set(events.Tags()["scalars"])
         assert len(events.Images("learning_curve")) == 3  # after iterations 1 and 2 (checkpoint_every=1), and the last
         assert {"params/text_summary", "tags/text_summary", "status/text_summary"} <= set(events.Tags()["tensors"])
-    assert f"tensorboard --logdir {sweep}/0/tensorboard" in proc.stdout
+    assert f"tensorboard --logdir {sweep}   then" in proc.stdout  # the sweep dir: every job in one view

@@ -50,6 +50,9 @@ class TensorBoardTracker:
             root = Path(launch_dir) / config.uri if config.uri else Path(run_dir) / "tensorboard"
             self.uri = str(root.resolve())
             self.run_id = str(Path(self.uri) / run_name.replace("/", "_"))
+        # a sweep's job (Hydra writes multirun.yaml in the sweep dir): one --logdir shows every job
+        sweep = Path(run_dir).resolve().parent
+        self.logdir = str(sweep) if not config.uri and (sweep / "multirun.yaml").is_file() else self.uri
         self.writer = SummaryWriter(self.run_id)
         self.steps: dict[str, int] = {}  # per image tag: how many were logged (their step)
         if not resume:
@@ -57,8 +60,8 @@ class TensorBoardTracker:
             self.set_tags(tags)
 
     def where(self) -> str:
-        """The command that shows this run (and every other run under the same root)."""
-        return f"tensorboard --logdir {self.uri}   then http://127.0.0.1:6006"
+        """The command that shows this run (with a sweep's other jobs, or the other runs under ``uri``)."""
+        return f"tensorboard --logdir {self.logdir}   then http://127.0.0.1:6006"
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.writer.add_text("tags", markdown_table(tags), self.steps.setdefault("tags", 0))
