@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,23 +10,30 @@ from omegaconf import DictConfig
 
 from .config import ConfigError, validate
 from .run import jobs
+from .run.sweeps import override_key
 
 
-def main(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> float | None:
+def main(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), evaluates_after: bool = False) -> float | None:
     """Validate the composed config, then train (or resume) or evaluate into ``run_dir``.
 
-    ``overrides`` are the command line's (to check what a resume may change and to name sweep
-    jobs). Returns the run's objective (mean post-adaptation return of the last 20 iterations)
+    ``overrides`` are the command line's (to check what a resume may change, to name sweep jobs,
+    and to refuse evaluation settings on a training run, unless ``evaluates_after``: a sweep that
+    evaluates its checkpoints when it ends). Returns the run's objective (mean post-adaptation return of the last 20 iterations)
     for Hydra's sweepers, or None for an evaluation.
 
     Raises:
         SystemExit: code 2 with one line on stderr for a bad config value, nothing to resume or
-            evaluate, or an unusable tracking store; no output dir is left behind.
+            evaluate, or an unusable tracking store (no output dir is left behind); 130 / 143
+            after Ctrl-C / SIGTERM (the last finished iteration checkpointed, the run KILLED).
     """
     try:
         validate(cfg)
     except ConfigError as err:
         jobs.refuse(run_dir, f"invalid config: {err}")
+    ignored = [o for o in overrides if override_key(o).startswith("eval.")]
+    if cfg.mode == "train" and ignored and not evaluates_after:
+        jobs.refuse(run_dir, f"invalid config: {ignored[0]} is an evaluation setting, but mode=train would ignore it: "
+                             "add mode=evaluate (with eval.checkpoints or eval.sweep_dir), or drop it")
     if cfg.threads:
         import torch
 
@@ -37,3 +45,8 @@ def main(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> float
         return jobs.train(cfg, run_dir, Path.cwd(), overrides)
     except jobs.Refused as err:
         jobs.refuse(run_dir, str(err))
+    except jobs.Stopped as err:
+        jobs.stopped(err, Path(err.checkpoint).parent)
+    except KeyboardInterrupt:
+        print("maml_rl: interrupted (a second Ctrl-C): the last checkpoint is the one written before", file=sys.stderr)
+        sys.exit(130)

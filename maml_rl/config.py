@@ -8,8 +8,8 @@ takes the settings dataclass of every registered plug-in (env, policy, algorithm
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
@@ -18,20 +18,11 @@ from omegaconf import II, MISSING, DictConfig, OmegaConf
 from .algorithms import ALGORITHMS, OuterLoopConfig
 from .core.maml import ESTIMATORS
 from .envs import ENVS, EnvConfig
+from .help import CONF, EXPERIMENTS, GROUPS, help_text
 from .policies import POLICIES, PolicyConfig
 from .registry import Registry
 from .tracking import TRACKERS, TrackingConfig
 
-
-def shipped(folder: str) -> Path:
-    """A top-level folder of the project (``conf``, ``experiments``): inside the installed package
-    (a wheel carries them as ``maml_rl/<folder>``), else beside it in a checkout."""
-    package = Path(__file__).resolve().parent
-    return package / folder if (package / folder).is_dir() else package.parent / folder
-
-
-CONF = shipped("conf")  # the config groups
-EXPERIMENTS = shipped("experiments")  # presets: the `experiment` group
 MODES = ("train", "evaluate")
 SEED_LIMIT = 2**31  # training seeds lie below it, evaluation streams above (torch seeds use 32 bits)
 
@@ -149,8 +140,123 @@ def _schema_of(cfg: DictConfig, group: str) -> type | None:
     return PLUGINS[group][name].config if name in PLUGINS[group] else None
 
 
+def declared(schema: type) -> list[str]:
+    """The keys a schema dataclass declares (``name`` included)."""
+    return sorted(f.name for f in fields(schema))
+
+
+def unknown_key(key: str, schemas: dict[str, type | None]) -> str | None:
+    """Why ``key`` (``inner.lrr``, ``seeds``) is not a key of the config, or None if it is one.
+
+    ``schemas`` maps each group to the schema of the option it selects (None: an option with no
+    registered schema, left to the name check). A key of another option of the same group is
+    answered with the selected option's keys (``algorithm.max_kl`` on PPO); a near miss with the
+    nearest keys (``did you mean inner.lr?``).
+    """
+    group, _, sub = key.partition(".")
+    if not sub:
+        top = [*declared(Config), *GROUPS]
+        if group in top:
+            return None
+        near = difflib.get_close_matches(group, top, n=3)
+        return f"unknown key {key}" + (f": did you mean {' or '.join(near)}?" if near else f"; the keys: {', '.join(top)}")
+    if group not in schemas:
+        return None if group in ("hydra",) else unknown_key(group, schemas)
+    schema = schemas[group]
+    first = sub.split(".")[0]
+    if schema is None or first in declared(schema):
+        return None
+    option = getattr(schema, "name", "") if group in PLUGINS else ""
+    keys = [k for k in declared(schema) if k not in ("name", "rules")]
+    where = f"{group}={option}" if option else group
+    others = [e.name for e in PLUGINS[group] if first in declared(e.config)] if group in PLUGINS else []
+    if others:
+        return f"{key} is not a key of {where} (it is one of {group}={','.join(others)}); {where} has {', '.join(keys)}"
+    near = difflib.get_close_matches(first, keys, n=3)
+    if near:
+        return f"unknown key {key}: did you mean {' or '.join(f'{group}.{k}' for k in near)}?"
+    return f"unknown key {key}; {where}'s keys: {', '.join(keys)}"
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse a key no schema declares (a ``+key=...`` override, a typo in a preset): it would be
+    saved with the run and used nowhere.
+
+    Raises:
+        ConfigError: ``"unknown key inner.lrr: did you mean inner.lr?"``.
+    """
+    schemas = {g: _schema_of(cfg, g) for g in [*PLUGINS, *FIXED]}
+    keys = [str(k) for k in cfg if str(k) not in schemas]
+    keys += [f"{g}.{k}" for g in schemas if isinstance(cfg.get(g), DictConfig) for k in cfg[g]]
+    for key in keys:
+        problem = unknown_key(key, schemas)
+        if problem:
+            raise ConfigError(problem)
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Check the command line's keys before Hydra composes (Hydra refuses an unknown key with a hint
+    to add it with ``+``, which would then be ignored). Each group's option is the command line's
+    (every value of a sweep), else the preset's (``experiment=``), else ``conf/config.yaml``'s.
+    Overrides Hydra cannot parse are left to it.
+
+    Raises:
+        ConfigError: as ``check_keys``.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:  # Hydra reports its own syntax errors
+        return
+    chosen = default_options()
+    for o in parsed:
+        if o.key_or_group == "experiment" and not o.is_sweep_override():
+            chosen.update(preset_options(o.get_value_element_as_str()))
+    for o in parsed:
+        if o.key_or_group in GROUPS and not o.is_delete():
+            chosen[o.key_or_group] = (list(o.sweep_string_iterator()) if o.is_sweep_override()
+                                      else [o.get_value_element_as_str()])
+    for o in parsed:
+        key = o.key_or_group
+        if key.startswith(("hydra", "experiment")) or "/" in key or key in GROUPS or o.is_delete():
+            continue
+        group = key.split(".")[0]
+        for option in chosen.get(group, [None]) if group in PLUGINS else [None]:
+            schemas: dict[str, type | None] = {**FIXED, **{g: option_schema(g, names[0]) for g, names in chosen.items()
+                                                           if g in PLUGINS}}
+            if option is not None:
+                schemas[group] = option_schema(group, option)
+            problem = unknown_key(key, schemas)
+            if problem:
+                raise ConfigError(problem)
+
+
+def option_schema(group: str, option: str) -> type | None:
+    """The settings dataclass of a plug-in group's option (None for an unknown one, left to Hydra)."""
+    return PLUGINS[group][option].config if option in PLUGINS[group] else None
+
+
+def default_options() -> dict[str, list[str]]:
+    """Each group's default option, from ``conf/config.yaml``'s defaults list."""
+    defaults = OmegaConf.load(CONF / "config.yaml").get("defaults", [])
+    return {k: [v] for d in defaults if isinstance(d, DictConfig) for k, v in d.items() if k in GROUPS and v}
+
+
+def preset_options(name: str) -> dict[str, list[str]]:
+    """The options a preset selects (``- override /env: trading``); none for an unknown preset."""
+    path = EXPERIMENTS / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    defaults = OmegaConf.load(path).get("defaults", [])
+    return {k.split("/")[-1]: [v] for d in defaults if isinstance(d, DictConfig) for k, v in d.items()
+            if k.split("/")[-1] in GROUPS and "hydra" not in k}
+
+
 def validate(cfg: DictConfig) -> None:
-    """Check every ranged key of a composed config against the rules of its schema.
+    """Check every key of a composed config against its schema (``check_keys``), then every ranged
+    key against the rules of its schema.
 
     Raises:
         ConfigError: ``"inner.lr=-0.1 is not allowed: must be > 0"`` for the first bad value, an
@@ -161,6 +267,7 @@ def validate(cfg: DictConfig) -> None:
         name = OmegaConf.select(cfg, f"{group}.name", default=None)
         if name is not None and name not in registry:
             raise ConfigError(f"{group}.name={name!r} is not known; available: {sorted(registry.entries)}")
+    check_keys(cfg)
     checks = [("", Config)] + [(f"{g}.", _schema_of(cfg, g)) for g in [*PLUGINS, *FIXED]]
     for prefix, schema in checks:
         for key, (ok, allowed) in (getattr(schema, "rules", None) or {}).items():
@@ -216,43 +323,3 @@ def register() -> None:
         cs.store(group="experiment", name=preset.stem, node=OmegaConf.load(preset), package="_global_")
     cs.store(group="hydra/help", name="maml_rl", node={"app_name": "maml_rl", "header": "", "footer": "",
                                                         "template": help_text()})
-
-
-GROUPS = {"env": "the task distribution", "algorithm": "the outer loop (meta-optimiser)",
-          "inner": "the adaptation step", "baseline": "what is trained",
-          "policy": "the policy", "tracking": "where runs are recorded"}
-
-
-def help_text() -> str:
-    """``python -m maml_rl --help``: the groups and their options, the main keys, the presets."""
-    def options(group: str) -> str:
-        return ", ".join(sorted(p.stem for p in (CONF / group).glob("*.yaml")))
-
-    presets = []
-    for preset in sorted(EXPERIMENTS.glob("*.yaml")):
-        comment = " ".join(ln[2:] for ln in preset.read_text().split("\n\n")[0].splitlines()
-                           if ln.startswith("# ") and "@package" not in ln)
-        presets.append(f"  {preset.stem:<20} {comment.split('. ')[0].split(': ')[0]}")
-    keys = "seed num_iterations meta_batch_size episodes_per_task checkpoint_every gamma gae_lambda threads"
-    return "\n".join([
-        "maml_rl: meta-reinforcement learning (MAML and its baselines), one Hydra app.",
-        "",
-        "  python -m maml_rl [group=option ...] [key=value ...]     train (mode=train)",
-        "  python -m maml_rl mode=evaluate eval.checkpoints=[RUN, ...]   adaptation curves",
-        "  python -m maml_rl --multirun key=a,b,c ...               a sweep (hydra/launcher=slurm for a cluster)",
-        "  python -m maml_rl resume=RUN [num_iterations=N]          continue a run",
-        "  python -m maml_rl --cfg job [overrides]                  print the composed config",
-        "",
-        "Config groups:",
-        *(f"  {g:<10} {what}: {options(g)}" for g, what in GROUPS.items()),
-        "  hydra/launcher  where sweep jobs run: basic (default), submitit_local, slurm",
-        "",
-        f"Main keys: {keys} (see --cfg job); mode (train | evaluate), resume (a run dir, checkpoint or MLflow run id),",
-        "eval.* (mode=evaluate), inner.lr / inner.num_steps, algorithm.*, policy.*, tracking.uri.",
-        "",
-        "Presets (experiment=NAME):",
-        *presets,
-        "",
-        "Docs: README.md and docs/ in the repository.",
-    ])
-

@@ -169,7 +169,7 @@ def test_optuna_preset_searches_inner_lr_and_max_kl(tmp_path):
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert float(parent.data.params["best.inner.lr"]) == pytest.approx(float(best.data.params["inner.lr"]))
     for r in trials:  # each trial is named after the values the study gave it
-        assert set(r.info.run_name.split()[1:]) == {o for o in r.data.tags["overrides"].split()
+        assert set(r.info.run_name.split(" · ")[0].split()) == {o for o in r.data.tags["overrides"].split()
                                                     if o.startswith(("inner.lr=", "algorithm.max_kl="))}
 
 

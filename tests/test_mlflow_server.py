@@ -83,7 +83,7 @@ def test_a_sweep_on_a_tracking_server_keeps_its_grouping_names_and_summary(serve
     client, runs = runs_of(server)
     (parent,) = [r for r in runs if r.data.tags["mode"] == "sweep" and r.data.tags["sweep_dir"] == str(sweep)]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.info.run_name for r in children) == [f"maml-trpo-navigation-s0 inner.lr={lr}"
+    assert sorted(r.info.run_name for r in children) == [f"inner.lr={lr} · maml-trpo-navigation-s0"
                                                          for lr in ("0.05", "0.1", "0.2")]
     objectives = {r.info.run_id: r.data.metrics["train/objective"] for r in children}
     summary = client.get_metric_history(parent.info.run_id, "sweep/objective")

@@ -14,17 +14,18 @@ import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import empyrical
 import numpy as np
-import pandas as pd
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
 
 from ..figures import pyplot
 from .base import ENVS, EnvConfig, TaskEnv, TaskFamily
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
 # name → (package, file inside it, its date column, its date format); read without importing the package
@@ -94,6 +95,8 @@ def read_series(source: str) -> pd.DataFrame:
         ValueError: ``"env.data: prices.csv line 7: Close is NaN"`` — a missing file or column, an
             unparseable date, a NaN or a price ≤ 0, dates that go back or repeat.
     """
+    import pandas as pd  # only where series are read: a command that reads none starts faster
+
     if source in BUILTIN:
         _, _, date_column, date_format = BUILTIN[source]
         frame = pd.read_csv(_builtin_path(source))
@@ -363,6 +366,7 @@ def backtest_statistics(rewards: torch.Tensor, bars_per_year: torch.Tensor) -> d
     """Backtest statistics of P&L series ``rewards`` ``[task, ..., time]`` (percent log-returns per
     bar), annualised per task with ``bars_per_year`` ``[task]``: ``{name: [task, ...]}``. A ratio
     that is undefined (a series without variance or without a losing bar) is reported as 0."""
+    import empyrical  # loads pandas and scipy: only where a backtest is scored
     simple = np.expm1(rewards.double().numpy() / PERCENT)
     lead = simple.shape[:-1]
     out = {name: np.zeros(lead) for name in Trading.statistics}

@@ -26,6 +26,7 @@ from ..core.checkpoint import load_checkpoint, tracked_run
 from ..core.maml import Adaptation
 from ..core.sampler import episode_returns
 from ..envs import TaskFamily
+from ..figures import plot_activation
 from ..policies import Policy, policy_from_state
 from .build import (
     build_inner_loop,
@@ -35,7 +36,7 @@ from .build import (
     initial_policy,
     resolve_checkpoint,
 )
-from .report import metric_name, plot_activation, plot_curves, summarize, write_tables
+from .report import metric_name, plot_curves, summarize, write_tables
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ run the evaluation after a sweep."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import sys
@@ -17,9 +16,9 @@ from ..config import ConfigError, settings
 from ..core.checkpoint import load_checkpoint, tracked_run
 from ..tracking import Tracker, TrackingUnavailable
 from .build import build_trainer, family_of, resolve_checkpoint, start_tracker
-from .evaluation import EvaluationError, evaluate, load_candidates
 from .report import format_paired, format_statistics, format_table, metric_name, step_sizes
 from .sweeps import override_key, sweep_run_name
+from .trainer import Stopped
 
 log = logging.getLogger("maml_rl")
 
@@ -33,14 +32,21 @@ class Refused(Exception):
 
 
 def remove_launch_dir(run_dir: Path) -> None:
-    """Remove what Hydra wrote for this launch (``.hydra/``, ``maml_rl.log``), then the dir if nothing else is
-    in it: a dir that holds anything more (a checkpoint, ``hydra.run.dir=.``) is left as it is."""
+    """Remove what Hydra wrote for this launch (``.hydra/``, ``maml_rl.log``), then the dir and the
+    parents Hydra made for it (``outputs/<date>/``) as far as they are empty, up to the launch dir:
+    a dir that holds anything more (a checkpoint, other runs, ``hydra.run.dir=.``) is left as it is."""
     if (run_dir / "checkpoint.pt").exists():
         return
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     (run_dir / "maml_rl.log").unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()
+    launch = Path.cwd().resolve()
+    for folder in [run_dir.resolve(), *run_dir.resolve().parents]:
+        if folder == launch or launch not in folder.parents:
+            break
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else lives there
+            break
 
 
 def say_where(tracker: Tracker) -> None:
@@ -122,6 +128,7 @@ def train(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: Sequence[
 
     Raises:
         Refused: nothing to resume, a resumed run given another config, or an unusable tracking store.
+        Stopped: a stop signal; the tracked run is marked KILLED, the checkpoint written.
     """
     resumed = resume_state(cfg, run_dir, launch_dir)
     try:
@@ -148,6 +155,9 @@ def train(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: Sequence[
             trainer.load_state(resumed[0])
         objective = trainer.meta_train()
         status = "FINISHED"
+    except (Stopped, KeyboardInterrupt):
+        status = "KILLED"
+        raise
     finally:
         finish(tracker, status)
     if trainer.recent:
@@ -177,6 +187,8 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
     Raises:
         Refused: a checkpoint that cannot be evaluated or an unusable tracking store (nothing written).
     """
+    from .evaluation import EvaluationError, evaluate, load_candidates  # pandas: only for an evaluation
+
     family = family_of(cfg)
     try:
         candidates = load_candidates(cfg, launch_dir, family)
@@ -215,3 +227,10 @@ def refuse(run_dir: Path, message: str):
     remove_launch_dir(run_dir)
     print(f"maml_rl: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def stopped(err: Stopped, run_dir: Path):
+    """The one line after a stop (where the checkpoint is, how to continue), then exit 128 + the signal
+    (130 for SIGINT, 143 for SIGTERM)."""
+    print(f"maml_rl: {err}: checkpoint {err.checkpoint}; continue with: python -m maml_rl resume={run_dir}")
+    sys.exit(128 + err.signum)

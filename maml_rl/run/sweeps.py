@@ -33,10 +33,12 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def sweep_run_name(cfg: DictConfig, run_dir: Path, overrides: Sequence[str]) -> str | None:
-    """A sweep job's run name: ``run_name(cfg)`` and the values of the keys the sweep varies
-    (``maml-<outer loop>-<env>-s0 inner.lr=0.05``); None outside a sweep."""
+    """A sweep job's run name: the values of the keys the sweep varies, then ``run_name(cfg)``
+    (``inner.lr=0.05 · maml-<outer loop>-<env>-s0``), so that what sets the jobs apart survives a
+    tracker's UI cutting long names; None outside a sweep."""
     keys_file = run_dir.parent / SWEEP_KEYS
     if not keys_file.is_file():
         return None
     keys = set(json.loads(keys_file.read_text())) - NAMED
-    return " ".join([run_name(cfg), *(o for o in overrides if override_key(o) in keys)])
+    values = [o for o in overrides if override_key(o) in keys]
+    return " · ".join([" ".join(values), run_name(cfg)]) if values else run_name(cfg)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +21,20 @@ from ..core.maml import InnerLoop
 from ..core.objective import MetaObjective
 from ..core.sampler import Sampler, episode_returns
 from ..envs import TaskFamily
+from ..figures import plot_activation, plot_learning_curve
 from ..policies import Policy
 from ..tracking import NullTracker, Tracker
-from .report import plot_activation, plot_learning_curve
 
 log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """Meta-training stopped by a signal (``signum``: SIGINT or SIGTERM) after a finished iteration,
+    whose checkpoint is written (``checkpoint``)."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint: Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name} after {iteration} iterations")
+        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
 
 
 @dataclass
@@ -77,6 +90,7 @@ class Trainer:
         self.history: dict[str, list[float]] = {"pre": [], "post": []}  # every iteration's returns (learning curve)
         self.tasks: torch.Tensor | None = None  # the tasks of the current meta-batch
         self.activation: dict | None = None  # the policy's parts × task conditions on the last query episodes
+        self.stop_signal: int | None = None  # a SIGINT / SIGTERM received: stop after the iteration in flight
 
     def meta_step(self) -> dict[str, float]:
         """One meta-iteration; returns its metrics."""
@@ -111,36 +125,76 @@ class Trainer:
         of the last 20 iterations (logged as ``train/objective``).
 
         If tracking fails between iterations (a tracking server that went away), the state of the
-        last finished iteration is checkpointed before the error is raised.
+        last finished iteration is checkpointed before the error is raised. A SIGINT (Ctrl-C) or
+        SIGTERM lets the iteration in flight finish, checkpoints it and raises ``Stopped``; a second
+        Ctrl-C raises ``KeyboardInterrupt`` at once (see ``stop_on_signals``).
+
+        Raises:
+            Stopped: after a stop signal, with the checkpoint written.
         """
         settings = self.settings
         last = settings.num_iterations if settings.train else self.iteration  # random: no training
-        bar = tqdm(range(self.iteration, last), desc="meta-train", unit="it", dynamic_ncols=True)
+        bar = tqdm(total=last, initial=min(self.iteration, last), desc="meta-train", unit="it", dynamic_ncols=True)
         between_iterations = True
         try:
-            with logging_redirect_tqdm():  # log lines above the bar, never through it
-                for it in bar:
+            with logging_redirect_tqdm(), self.stop_on_signals():  # log lines above the bar, never through it
+                for it in range(self.iteration, last):
                     between_iterations = False
                     metrics = self.meta_step()
                     self.record(metrics)
                     between_iterations = True
+                    bar.update(1)
                     bar.set_postfix(progress_figures(metrics, self.outer_loop.progress))
                     self.tracker.log_metrics(tracked_metrics(metrics), step=it)
                     if it % 10 == 0 or self.iteration == last:
                         log.info("iteration %d: pre %.2f post %.2f kl %.5f %.2f s", it,
                                  metrics["pre_adaptation_return"], metrics["post_adaptation_return"], metrics["kl"],
                                  metrics["time_iteration"])
-                    if self.iteration % settings.checkpoint_every == 0:
-                        self.checkpoint()
-        except Exception:
-            if between_iterations:
+                    if self.iteration % settings.checkpoint_every == 0 or self.stop_signal:
+                        path = self.checkpoint()
+                    if self.stop_signal:
+                        raise Stopped(self.stop_signal, self.iteration, path)
+        except Exception as err:
+            if between_iterations and not isinstance(err, Stopped):
                 self.save()
             raise
+        finally:
+            bar.close()
         objective = sum(self.recent) / len(self.recent) if self.recent else float("nan")
         if self.recent:
             self.tracker.log_metrics({"train/objective": objective}, step=self.iteration - 1)
         self.tracker.log_artifact(self.checkpoint(), "checkpoint")
         return objective
+
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While training: SIGINT and SIGTERM ask for a stop after the iteration in flight
+        (``stop_signal``); a second SIGINT raises ``KeyboardInterrupt`` at once. A SIGTERM handler
+        someone else installed (a cluster launcher's requeue, e.g. submitit's) is left in place,
+        and so is everything outside the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.stop_signal is not None:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                return
+            self.stop_signal = signum
+            log.warning("%s: stopping once iteration %d has finished, with a checkpoint (Ctrl-C again: stop at once)",
+                        signal.Signals(signum).name, self.iteration)
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        mine = [sig for sig, h in previous.items()
+                if sig == signal.SIGINT or h in (signal.SIG_DFL, None)]
+        for sig in mine:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig in mine:
+                signal.signal(sig, previous[sig])
 
     def record(self, metrics: dict[str, float]) -> None:
         """Count a finished iteration and keep its returns and tasks."""
