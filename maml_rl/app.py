@@ -48,5 +48,6 @@ def main(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), evaluate
     except jobs.Stopped as err:
         jobs.stopped(err, Path(err.checkpoint).parent)
     except KeyboardInterrupt:
-        print("maml_rl: interrupted (a second Ctrl-C): the last checkpoint is the one written before", file=sys.stderr)
+        print("maml_rl: interrupted at once: the iteration in flight is lost, the last checkpoint written stands",
+              file=sys.stderr)
         sys.exit(130)
