@@ -63,3 +63,42 @@ def test_a_tensorboard_sweep_records_every_job_and_no_mlflow(tmp_path):
         assert len(events.Images("learning_curve")) == 3  # after iterations 1 and 2 (checkpoint_every=1), and the last
         assert {"params/text_summary", "tags/text_summary", "status/text_summary"} <= set(events.Tags()["tensors"])
     assert f"tensorboard --logdir {sweep}   then" in proc.stdout  # the sweep dir: every job in one view
+
+
+def module_imports(path: Path) -> set[str]:
+    """The package modules a module imports, at its top or inside a function (a lazy import is a dependency too)."""
+    import ast
+
+    name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            found |= {base} | {f"{base}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m.startswith("maml_rl")}
+
+
+def test_the_package_has_no_import_cycle():
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py")}
+    graph = {m: {d for d in module_imports(p) if d in modules and d != m} for m, p in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for dep in graph[module]:
+            if state.get(dep) == 1:
+                raise AssertionError(" -> ".join([*trail[trail.index(dep):], dep]) if dep in trail else dep)
+            if dep not in state:
+                visit(dep, [*trail, dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
