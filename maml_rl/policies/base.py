@@ -84,7 +84,7 @@ class Policy(Protocol):
 
     def activation_by_condition(self, episodes: TensorDict, conditions: list[str]) -> dict[str, dict[str, float]] | None:
         """Which part of the policy acts under which task conditions (``conditions``: one bucket per
-        task of ``episodes``, see ``TaskEnv.task_conditions``): ``{part: {condition: activation}}``,
+        task of ``episodes``, see ``TaskFamily.task_conditions``): ``{part: {condition: activation}}``,
         drawn as a heatmap at each checkpoint and evaluation; ``None`` for a policy without parts."""
 
     def state_dict(self) -> dict[str, torch.Tensor]: ...
