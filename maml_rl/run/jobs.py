@@ -131,13 +131,19 @@ def train(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: Sequence[
         Stopped: a stop signal; the tracked run is marked KILLED, the checkpoint written.
     """
     resumed = resume_state(cfg, run_dir, launch_dir)
+    if resumed:
+        try:
+            cfg = resumed_config(cfg, resumed[0]["config"], overrides if cfg.resume else ())
+        except ConfigError as err:
+            raise Refused(f"invalid config: {err}") from None
+    family = family_of(cfg)
+    try:
+        family.observation_size(cfg.baseline.oracle)  # a family that cannot give the oracle its observation
+    except ValueError as err:
+        raise Refused(f"invalid config: {err}") from None
     try:
         if resumed:
             state, original = resumed
-            try:
-                cfg = resumed_config(cfg, state["config"], overrides if cfg.resume else ())
-            except ConfigError as err:
-                raise Refused(f"invalid config: {err}") from None
             tracker = start_tracker(cfg, original, launch_dir, resume=tracked_run(state))
             if original.resolve() != run_dir.resolve():
                 move_log(run_dir, original)
@@ -150,7 +156,7 @@ def train(cfg: DictConfig, run_dir: Path, launch_dir: Path, overrides: Sequence[
         raise Refused(str(err)) from None
     status = "FAILED"
     try:
-        trainer = build_trainer(cfg, run_dir, tracker)
+        trainer = build_trainer(cfg, run_dir, tracker, family)
         if resumed:
             trainer.load_state(resumed[0])
         objective = trainer.meta_train()
