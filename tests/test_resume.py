@@ -17,8 +17,9 @@ from .test_cli import run_cli, runs_in
 
 @pytest.mark.parametrize("overrides", [[], ["algorithm=ppo", "env=halfcheetah_vel"],
                                        ["algorithm=promp", "algorithm.adaptive_kl=true", "algorithm.target_kl=1e-6"],
-                                       ["policy=moe", "policy.adapt=gating", "policy.balance_coef=0.1"]],
-                         ids=["trpo-navigation", "ppo-cheetah", "promp-navigation", "moe-navigation"])
+                                       ["policy=moe", "policy.adapt=gating", "policy.balance_coef=0.1"],
+                                       ["env=gymnasium", "env.id=tests.gym_point:PointGoal"]],
+                         ids=["trpo-navigation", "ppo-cheetah", "promp-navigation", "moe-navigation", "gymnasium-env"])
 def test_load_state_continues_bit_identically(tmp_path, overrides):
     # PPO on MuJoCo: Adam's moments, the observation statistics and the reset noise must carry over too;
     # ProMP with a target its KL always exceeds: η doubles every iteration, so it must carry over as well
