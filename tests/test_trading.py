@@ -2,6 +2,7 @@
 bad data rejected before any work, backtest statistics against empyrical, and a CLI run that trains
 a PPO agent and backtests it against buy-and-hold."""
 
+import dataclasses
 import json
 import warnings
 
@@ -17,9 +18,10 @@ from backtesting.lib import FractionalBacktest
 from maml_rl.config import settings
 from maml_rl.envs import build_family
 from maml_rl.envs.trading import PERCENT, Trading, TradingEnv, backtest_statistics, load_market, read_series
-from maml_rl.run.evaluation import held_out_tasks
+from maml_rl.run.build import build_inner_loop, build_sampler, family_of, initial_policy
+from maml_rl.run.evaluation import evaluate, held_out_tasks, random_candidate
 
-from .conftest import composed
+from .conftest import TINY, composed
 from .test_cli import run_cli, runs_in
 
 SMALL = ["env=trading", "env.horizon=20", "meta_batch_size=3", "episodes_per_task=2", "num_iterations=2",
@@ -104,7 +106,9 @@ def test_training_and_test_windows_lie_on_their_side_of_the_split():
     for split in ("train", "test"):
         tasks = family.sample_tasks(4000, g, split=split)
         asset, start = tasks[:, 0].long(), tasks[:, 1].long()
-        first_bar, last_bar = start - lookback, start + horizon  # every close the window reads
+        support = family.support_tasks(tasks)  # walk-forward: the window before, on the same side too
+        assert torch.equal(support[:, 0], tasks[:, 0]) and torch.equal(support[:, 1], tasks[:, 1] - horizon)
+        first_bar, last_bar = support[:, 1].long() - lookback, start + horizon  # every close the two read
         if split == "train":
             assert (first_bar >= 0).all() and (last_bar < market.split_bar[asset]).all()
         else:
@@ -257,3 +261,35 @@ def test_the_trading_preset_trains_three_ppo_agents_and_backtests_them():
     assert (cfg.env.name, cfg.algorithm.name) == ("trading", "ppo")
     assert cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params.baseline == "maml,pretrained,oracle"
     assert cfg.hydra.callbacks.evaluate_sweep._target_.endswith("EvaluateSweep") and cfg.eval.lr_grid
+
+
+@pytest.mark.parametrize("support,moves", [("preceding", False), ("in_sample", True)])
+def test_walk_forward_adaptation_never_reads_the_bars_it_trades(support, moves):
+    """Change every bar the test windows trade: the parameters adapted walk-forward must not move
+    (they read only earlier bars); adapted in-sample, they must."""
+    cfg = composed(*TINY, "env=trading", f"env.support={support}")
+    family = family_of(cfg)
+    tasks = family.sample_tasks(3, torch.Generator().manual_seed(0), split="test")
+    policy = initial_policy(cfg, family)
+
+    def adapted(market):
+        family.market = market
+        generator = torch.Generator().manual_seed(1)
+        sampler = build_sampler(cfg, family.make_env(3, 2, generator=generator), policy, generator)
+        batch = build_inner_loop(cfg, policy).meta_batch(sampler, policy.params(), tasks, differentiable=False,
+                                                         support_tasks=family.support_tasks(tasks))
+        return batch.adaptation.adapted
+
+    before = adapted(family.market)
+    changed = dataclasses.replace(family.market, log_returns=family.market.log_returns.clone())
+    for asset, start in tasks[:, :2].long().tolist():
+        changed.log_returns[asset, start + 1:start + 1 + cfg.env.horizon] *= -3  # every return the windows earn
+    after = adapted(changed)
+    assert all(torch.equal(before[name], after[name]) for name in before) is not moves
+
+
+def test_in_sample_rows_are_labelled_in_sample(tmp_path):
+    cfg = composed(*TINY, "env=trading", "env.support=in_sample", "mode=evaluate", "eval.num_tasks=3",
+                   "eval.num_steps=1", "eval.episodes_per_task=2", "eval.checkpoints=[]")
+    results = evaluate(cfg, [random_candidate(cfg)], tmp_path).results
+    assert list(results) == ["random (in-sample)", "buy-and-hold", "flat"]

@@ -173,7 +173,8 @@ class InnerLoop:
 
     def collect_and_adapt(self, sample: Callable[[Params], TensorDict], theta: Params, tasks: torch.Tensor,
                           differentiable: bool = True) -> tuple[list[TensorDict], Adaptation, dict[str, float]]:
-        """Support episodes → inner step, ``num_steps`` times, from θ in the tasks ``tasks``.
+        """Support episodes → inner step, ``num_steps`` times, from θ in the tasks ``tasks`` (the
+        support tasks: ``meta_batch`` may adapt on other tasks than it queries).
 
         ``sample`` rolls out per-task parameters (a ``Sampler``; its ``set_tasks`` is called
         first). Each step collects fresh support episodes with the current θ_k (Finn et al., 2017,
@@ -204,9 +205,15 @@ class InnerLoop:
         return size is None or size >= episodes.shape[0]
 
     def meta_batch(self, sample: Callable[[Params], TensorDict], theta: Params, tasks: torch.Tensor,
-                   differentiable: bool = True) -> MetaBatch:
-        """``collect_and_adapt``, then the query episodes of θ'."""
-        supports, adaptation, timings = self.collect_and_adapt(sample, theta, tasks, differentiable)
+                   differentiable: bool = True, support_tasks: torch.Tensor | None = None) -> MetaBatch:
+        """``collect_and_adapt``, then the query episodes of θ' in ``tasks``. The support episodes are
+        collected in ``support_tasks`` (one per task; by default ``tasks``): e.g. the market data
+        before each traded window (``TaskFamily.support_tasks``)."""
+        elsewhere = support_tasks is not None and support_tasks is not tasks
+        supports, adaptation, timings = self.collect_and_adapt(sample, theta, support_tasks if elsewhere else tasks,
+                                                               differentiable)
+        if elsewhere:
+            sample.set_tasks(tasks)
         t0 = time.perf_counter()
         query = sample(adaptation.adapted)
         timings["time_sampling"] += time.perf_counter() - t0

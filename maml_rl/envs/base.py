@@ -144,6 +144,18 @@ class TaskFamily:
         normalize_actions = self.config.normalize_actions if normalize_actions is None else normalize_actions
         return TransformedEnv(env, ActionScaling()) if normalize_actions else env
 
+    def support_tasks(self, tasks: torch.Tensor) -> torch.Tensor:
+        """The tasks whose episodes adapt the policy to ``tasks`` (its support episodes), one per
+        task: by default the tasks themselves (``tasks``, the same object). A family on recorded
+        data returns the data before each task (walk-forward), so that what a policy adapted on and
+        what it is scored on never overlap."""
+        return tasks
+
+    def support_note(self) -> str:
+        """A label for results whose support episodes saw the scored data (``"in-sample"``); empty
+        when they did not (the default)."""
+        return ""
+
     def task_conditions(self, tasks: torch.Tensor) -> list[str]:
         """A readable bucket per task (``tasks`` ``[num_tasks, *task_shape]``), to show which part
         of a policy acts under which conditions (e.g. a mixture's experts); one bucket by default."""

@@ -36,6 +36,7 @@ BUILTIN = {
     "EURUSD": ("backtesting", "test/EURUSD.csv", 0, None),
     "BTCUSD": ("backtesting", "test/BTCUSD.csv", 0, None),
 }
+SUPPORTS = ("preceding", "in_sample")  # where the support episodes of a window trade
 PERCENT = 100.0  # rewards are in percent of log-return: a window's return reads as "+1.3 %"
 
 
@@ -49,7 +50,10 @@ class TradingConfig(EnvConfig):
     and GOOGL (or the two EUR/USD files) together would put one series' evaluation period in the
     other's training part. ``lookback``: log-returns in the observation; ``commission``: cost per
     unit of position traded (0.001 = 0.1 %); ``split``: the fraction of each series for training
-    windows, the rest for evaluation windows.
+    windows, the rest for evaluation windows. ``support``: where a window's support episodes (the
+    ones the policy adapts on) trade: ``preceding`` (default, walk-forward), the ``horizon`` bars
+    just before the window, so that an adapted policy is scored only on bars it has not seen; or
+    ``in_sample``, the window itself (rows labelled in-sample wherever they are shown).
     """
 
     name: str = "trading"
@@ -57,6 +61,7 @@ class TradingConfig(EnvConfig):
     lookback: int = 10
     commission: float = 0.001
     split: float = 0.8
+    support: str = "preceding"
     inner_lr: float = 1.0  # at 0.1 one step barely moves a position; see docs/trading.md
     eval_lr: list[float] = field(default_factory=lambda: [1.0])
     eval_episodes_per_task: int = 20
@@ -66,6 +71,7 @@ class TradingConfig(EnvConfig):
         "lookback": (lambda v: v >= 1, ">= 1"),
         "commission": (lambda v: 0 <= v < 1, "in [0, 1)"),
         "split": (lambda v: 0 < v < 1, "in (0, 1)"),
+        "support": (lambda v: v in SUPPORTS, f"one of {list(SUPPORTS)}"),
     }
 
     def check(self) -> None:
@@ -74,7 +80,11 @@ class TradingConfig(EnvConfig):
         Raises:
             ValueError: one line naming the file, the line and the problem (see ``read_series``).
         """
-        load_market(tuple(self.data), self.split, self.lookback, self.horizon)
+        load_market(tuple(self.data), self.split, self.lookback, self.horizon, self.history())
+
+    def history(self) -> int:
+        """Bars a window needs before its own lookback: its support window's, when it precedes."""
+        return self.horizon if self.support == "preceding" else 0
 
 
 def _builtin_path(name: str) -> Path:
@@ -139,32 +149,36 @@ class Market:
     split_bar: torch.Tensor
     bars_per_year: torch.Tensor
 
-    def window_starts(self, split: str, lookback: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def window_starts(self, split: str, lookback: int, horizon: int, history: int = 0) -> tuple[torch.Tensor,
+                                                                                                torch.Tensor]:
         """The first and last decision bar of a window, per asset: the window reads bars
-        ``d − lookback … d + horizon``, all on one side of the split."""
+        ``d − history − lookback … d + horizon`` (``history``: a support window before it), all on
+        one side of the split."""
         if split == "test":
-            return self.split_bar + lookback, self.num_bars - 1 - horizon
-        return torch.full_like(self.split_bar, lookback), self.split_bar - 1 - horizon
+            return self.split_bar + lookback + history, self.num_bars - 1 - horizon
+        return torch.full_like(self.split_bar, lookback + history), self.split_bar - 1 - horizon
 
 
 @functools.lru_cache(maxsize=8)
-def load_market(data: tuple[str, ...], split: float, lookback: int, horizon: int) -> Market:
-    """Read and check ``data`` (see ``read_series``) for windows of ``lookback`` + ``horizon`` bars.
+def load_market(data: tuple[str, ...], split: float, lookback: int, horizon: int, history: int = 0) -> Market:
+    """Read and check ``data`` (see ``read_series``) for windows of ``history`` + ``lookback`` +
+    ``horizon`` bars.
 
     Raises:
         ValueError: a bad file, or a series whose training or evaluation part is shorter than one
-            window (``lookback + horizon + 1`` bars).
+            window (``history + lookback + horizon + 1`` bars).
     """
     frames = [read_series(source) for source in data]
     closes = [f["Close"].to_numpy(dtype=np.float64) for f in frames]
     num_bars = torch.tensor([len(c) for c in closes])
     split_bar = (num_bars * split).long()
-    need = lookback + horizon + 1
+    need = history + lookback + horizon + 1
     for source, n, s in zip(data, num_bars.tolist(), split_bar.tolist()):
         if min(s, n - s) < need:
             raise ValueError(f"env.data: {source} has {n} rows; with env.split={split} its "
                              f"{'training' if s < need else 'evaluation'} part ({min(s, n - s)} rows) is shorter "
-                             f"than one window (env.lookback + env.horizon + 1 = {need} rows)")
+                             f"than one window with its support (env.lookback + {'2 × ' if history else ''}"
+                             f"env.horizon + 1 = {need} rows)")
     log_returns = torch.zeros(len(closes), int(num_bars.max()), dtype=torch.float64)
     for i, c in enumerate(closes):
         log_returns[i, 1:len(c)] = torch.from_numpy(np.diff(np.log(c)))
@@ -286,21 +300,39 @@ class Trading(TaskFamily):
 
     def __init__(self, config: TradingConfig, threads: int = 0):
         super().__init__(config, threads)
-        self.market = load_market(tuple(config.data), config.split, config.lookback, config.horizon)
+        self.market = load_market(tuple(config.data), config.split, config.lookback, config.horizon,
+                                  config.history())
 
     def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
         """Windows ``[num_tasks, 4]``: an asset uniformly, then a first decision bar uniformly among
-        those of ``split`` (``"train"``: the first part of the series, ``"test"``: the rest)."""
-        horizon = self.config.horizon
-        first, last = self.market.window_starts(split, self.config.lookback, horizon)
+        those of ``split`` (``"train"``: the first part of the series, ``"test"``: the rest) whose
+        support window lies in the same part."""
+        first, last = self.market.window_starts(split, self.config.lookback, self.config.horizon,
+                                                self.config.history())
         asset = torch.randint(len(self.market.names), (num_tasks,), generator=generator)
         u = torch.rand(num_tasks, generator=generator, dtype=torch.float64)
-        start = first[asset] + (u * (last[asset] - first[asset] + 1)).long()
-        bars = start[:, None] + 1 + torch.arange(horizon)
-        r = self.market.log_returns[asset[:, None], bars]
+        return self.windows(asset, first[asset] + (u * (last[asset] - first[asset] + 1)).long())
+
+    def windows(self, asset: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """Tasks ``[n, 4]`` of the windows of ``asset`` whose first decision bar is ``start``: with the
+        drift t-statistic and log σ of the log-returns they earn."""
+        horizon = self.config.horizon
+        r = self.market.log_returns[asset[:, None], start[:, None] + 1 + torch.arange(horizon)]
         sigma = r.std(dim=1).clamp_min(1e-12)
         drift = r.sum(dim=1) / (sigma * math.sqrt(horizon))
         return torch.stack([asset.double(), start.double(), drift, sigma.log()], dim=1)
+
+    def support_tasks(self, tasks: torch.Tensor) -> torch.Tensor:
+        """Walk-forward (``support=preceding``): the window of ``horizon`` bars that ends where each
+        window starts, on the same asset: its last earned return is the close the window's first
+        decision sees, so the support episodes read and earn only bars before the traded ones.
+        ``support=in_sample``: the windows themselves."""
+        if self.config.support == "in_sample":
+            return tasks
+        return self.windows(tasks[:, 0].long(), tasks[:, 1].long() - self.config.horizon)
+
+    def support_note(self) -> str:
+        return "in-sample" if self.config.support == "in_sample" else ""
 
     def task_conditions(self, tasks: torch.Tensor) -> list[str]:
         """The window's regime: ``"up"`` or ``"down"`` by the sign of its drift."""

@@ -151,11 +151,17 @@ def adaptation_curve(candidate: Candidate, cfg: DictConfig, tasks: torch.Tensor,
     family = family or family_of(cfg)
     sampler, theta = _setup(candidate, cfg, family, tasks, generator)
     inner_loop = build_inner_loop(cfg, candidate.policy, len(step_sizes), step_sizes or list(cfg.eval.lr))
-    batch = inner_loop.meta_batch(sampler, theta, tasks, differentiable=False)
-    first, last = batch.supports[0] if batch.supports else batch.query, batch.query
+    support = family.support_tasks(tasks)
+    batch = inner_loop.meta_batch(sampler, theta, tasks, differentiable=False, support_tasks=support)
+    if support is tasks or not batch.supports:
+        first, returns = batch.supports[0] if batch.supports else batch.query, batch.returns()
+    else:  # adapted on other tasks (walk-forward): score θ_0 … θ_{K-1} on the test tasks themselves
+        scored = [sampler(params) for params in batch.adaptation.params[:-1]]
+        first, returns = scored[0], torch.stack([episode_returns(b).mean(1) for b in [*scored, batch.query]])
+    last = batch.query
     paths = [(b["observation"][:, 0], b["mask"][:, 0]) for b in (first, last)]
     activation = candidate.policy.activation_by_condition(last, family.task_conditions(tasks))
-    return Curve(batch.returns(), paths, activation, batch.adaptation.params)
+    return Curve(returns, paths, activation, batch.adaptation.params)
 
 
 def scores(family: TaskFamily, tasks: torch.Tensor, episodes: TensorDict) -> dict[str, torch.Tensor]:
@@ -201,9 +207,19 @@ def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int, fam
     generator = validation_generator(cfg.eval.seed)
     tasks = family.sample_tasks(cfg.eval.num_val_tasks, generator, split="train")
     sampler, theta = _setup(candidate, cfg, family, tasks, generator)
+    support_tasks = family.support_tasks(tasks)
+    elsewhere = support_tasks is not tasks  # walk-forward: adapt on support tasks, score on the tasks
+
+    def support_of(params):
+        """Support episodes of θ_k in the support tasks (the sampler left on the scored tasks)."""
+        sampler.set_tasks(support_tasks)
+        episodes = sampler(params)
+        sampler.set_tasks(tasks)
+        return episodes
+
     adaptation = build_inner_loop(cfg, candidate.policy, 0).start(theta, tasks.shape[0])
-    support, chosen = sampler(adaptation.adapted), []
-    scores = [episode_returns(support).mean().item()]
+    support, chosen = (support_of if elsewhere else sampler)(adaptation.adapted), []
+    scores = [episode_returns(sampler(adaptation.adapted) if elsewhere else support).mean().item()]
     for k in range(num_steps):
         state, best = generator.get_state(), None
         for alpha in cfg.eval.lr_grid:
@@ -216,7 +232,8 @@ def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int, fam
                 best = (score, alpha, trial, episodes)
         scores.append(best[0])
         chosen.append(best[1])
-        adaptation, support = best[2], best[3]
+        adaptation = best[2]
+        support = support_of(adaptation.adapted) if elsewhere else best[3]
     log.info("%s: step sizes %s chosen on %d validation tasks (returns %s)", candidate.label, chosen,
              tasks.shape[0], " ".join(f"{r:.2f}" for r in scores))
     return chosen
@@ -351,12 +368,14 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family
     ``activation_<label>_s<seed>.png`` to ``out_dir``.
     """
     family = family or family_of(cfg)
-    prefix = family.statistics_name
+    prefix, note = family.statistics_name, family.support_note()
     tasks = held_out_tasks(cfg, family)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, paths, rewards, files = [], {}, {}, []
     for run, c in enumerate(candidates):
         step_sizes = step_sizes_of(c, cfg, family)
+        if note and step_sizes and note not in c.label:  # adapted on the scored data: say so wherever it shows
+            c.label = f"{c.label} ({note})"
         curve = adaptation_curve(c, cfg, tasks, step_sizes, evaluation_generator(cfg.eval.seed + 1), family)
         if curve.activation:
             files.append(plot_activation(curve.activation, f"{c.label} (seed {c.seed}) after {len(step_sizes)} steps",

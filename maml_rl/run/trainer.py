@@ -96,7 +96,8 @@ class Trainer:
         """One meta-iteration; returns its metrics."""
         t_start = time.perf_counter()
         self.tasks = self.family.sample_tasks(self.settings.meta_batch_size, self.generator)
-        batch = self.inner_loop.meta_batch(self.sampler, self.policy.params(), self.tasks)
+        support = self.family.support_tasks(self.tasks)  # where the support episodes are collected
+        batch = self.inner_loop.meta_batch(self.sampler, self.policy.params(), self.tasks, support_tasks=support)
         objective = MetaObjective(self.inner_loop, batch.supports, batch.query)
         metrics = dict(batch.timings)
         t0 = time.perf_counter()
@@ -111,9 +112,10 @@ class Trainer:
         metrics["env_steps_per_second"] = steps / max(metrics["time_sampling"], 1e-9)
         metrics.update(self.policy.diagnostics(episodes[0], batch.query))
         prefix = self.family.statistics_name  # the family's own statistics, e.g. a backtest's Sharpe ratio
-        for phase, b in (("pre", episodes[0]), ("post", batch.query)):
+        first = support if batch.supports else self.tasks  # a baseline without inner loop collects no support
+        for phase, tasks, b in (("pre", first, episodes[0]), ("post", self.tasks, batch.query)):
             metrics.update({f"{prefix}/{n}_{phase}": v.mean().item()
-                            for n, v in self.family.episode_statistics(self.tasks, b).items()})
+                            for n, v in self.family.episode_statistics(tasks, b).items()})
         self.activation = self.policy.activation_by_condition(batch.query, self.family.task_conditions(self.tasks))
         for b in episodes:  # after the update: every batch above was scored with the same statistics
             self.policy.observe(b["observation"], b["mask"])
