@@ -13,6 +13,23 @@ from omegaconf import DictConfig
 
 from .help import CONF, help_text
 
+# Hydra's flags that take the next word as their value (``--cfg job``, ``--info searchpath``)
+VALUED = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+          "--info", "-i", "--experimental-rerun"}
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The overrides of a command line: its words that are neither flags nor a flag's value."""
+    words, skip = [], False
+    for word in argv:
+        if skip and "=" not in word:
+            skip = False
+            continue
+        skip = word in VALUED
+        if not word.startswith("-"):
+            words.append(word)
+    return words
+
 
 def main(cfg: DictConfig) -> float | None:
     from . import app
@@ -32,7 +49,7 @@ def run() -> None:
     from .config import ConfigError, check_overrides, register
 
     try:
-        check_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+        check_overrides(overrides_of(sys.argv[1:]))
     except ConfigError as err:
         print(f"maml_rl: invalid config: {err}", file=sys.stderr)
         sys.exit(2)

@@ -156,12 +156,12 @@ def unknown_key(key: str, schemas: dict[str, type | None]) -> str | None:
     group, _, sub = key.partition(".")
     if not sub:
         top = [*declared(Config), *GROUPS]
-        if group in top:
+        if group in top or group == "hydra":  # Hydra's own node, when a config is composed with it
             return None
         near = difflib.get_close_matches(group, top, n=3)
         return f"unknown key {key}" + (f": did you mean {' or '.join(near)}?" if near else f"; the keys: {', '.join(top)}")
     if group not in schemas:
-        return None if group in ("hydra",) else unknown_key(group, schemas)
+        return None if group == "hydra" else unknown_key(group, schemas)
     schema = schemas[group]
     first = sub.split(".")[0]
     if schema is None or first in declared(schema):

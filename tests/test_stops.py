@@ -22,6 +22,7 @@ UNKNOWN_KEYS = [
     (["inner.lrr=0.1"], "unknown key inner.lrr: did you mean inner.lr?"),
     (["+inner.lrr=0.1"], "unknown key inner.lrr: did you mean inner.lr?"),  # Hydra's own hint for the line above
     (["seeds=3"], "unknown key seeds: did you mean seed?"),
+    (["--cfg", "job", "inner.lrr=0.1"], "unknown key inner.lrr: did you mean inner.lr?"),  # a flag and its value
     (["algorithm=ppo", "algorithm.max_kl=0.01"],
      ("algorithm.max_kl is not a key of algorithm=ppo (it is one of algorithm=trpo); algorithm=ppo has clip_eps, "
       "entropy_coef, epochs, lr, max_grad_norm")),
