@@ -240,7 +240,8 @@ def test_training_tracks_backtest_metrics(trading_runs):
 def test_the_backtest_compares_methods_with_buy_and_hold_out_of_sample(trading_runs):
     cwd, proc = trading_runs
     results = json.loads((cwd / "evaluation" / "results.json").read_text())
-    assert set(results) == {"maml", "pretrained", "random", "buy-and-hold", "flat"}
+    assert set(results) == {"maml", "pretrained", "random", "buy-and-hold", "flat", "momentum 50", "ma 20/100",
+                            "vol-target 0.1"}
     for method in ("maml", "pretrained", "random"):
         assert set(results[method]) == {"0", "1"}
         for row in results[method].values():
@@ -293,3 +294,24 @@ def test_in_sample_rows_are_labelled_in_sample(tmp_path):
                    "eval.num_steps=1", "eval.episodes_per_task=2", "eval.checkpoints=[]")
     results = evaluate(cfg, [random_candidate(cfg)], tmp_path).results
     assert list(results) == ["random (in-sample)", "buy-and-hold", "flat"]
+
+
+def test_the_rule_references_match_the_same_rules_written_with_pandas():
+    """Momentum, moving-average crossover and volatility targeting on GOOG, recomputed from the closes
+    with pandas rolling windows: the same positions at every close, hence the same rewards."""
+    cfg = composed("env=trading", "env.data=[GOOG]")
+    family = family_of(cfg)
+    tasks = family.sample_tasks(3, torch.Generator().manual_seed(4), split="test")
+    close = read_series("GOOG")["Close"]
+    log_close, c = np.log(close), cfg.env.commission
+    bars_per_year = family.market.bars_per_year[0].item()
+    rules = {"momentum 50": np.sign(log_close.diff(50)),
+             "ma 20/100": (log_close.rolling(20).mean() > log_close.rolling(100).mean()).astype(float),
+             "vol-target 0.1": (0.1 / (log_close.diff().rolling(20).std() * np.sqrt(bars_per_year))).clip(upper=1.0)}
+    references = family.references(tasks)
+    for name, position in rules.items():
+        for i, start in enumerate(tasks[:, 1].long().tolist()):
+            p = position.to_numpy()[start:start + cfg.env.horizon]  # decided at each close of the window
+            earned = log_close.diff().to_numpy()[start + 1:start + 1 + cfg.env.horizon]
+            expected = PERCENT * (p * earned - c * np.abs(np.diff(p, prepend=0.0)))
+            np.testing.assert_allclose(references[name][i].numpy(), expected, rtol=1e-9, atol=1e-9, err_msg=name)

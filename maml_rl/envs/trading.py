@@ -54,6 +54,8 @@ class TradingConfig(EnvConfig):
     ones the policy adapts on) trade: ``preceding`` (default, walk-forward), the ``horizon`` bars
     just before the window, so that an adapted policy is scored only on bars it has not seen; or
     ``in_sample``, the window itself (rows labelled in-sample wherever they are shown).
+    ``momentum_bars``, ``ma_bars`` (fast, slow), ``vol_bars`` and ``vol_target`` (annualised) set
+    the rule-based references evaluation scores beside buy-and-hold (``Trading.references``).
     """
 
     name: str = "trading"
@@ -62,6 +64,10 @@ class TradingConfig(EnvConfig):
     commission: float = 0.001
     split: float = 0.8
     support: str = "preceding"
+    momentum_bars: int = 50
+    ma_bars: list[int] = field(default_factory=lambda: [20, 100])
+    vol_bars: int = 20
+    vol_target: float = 0.10
     inner_lr: float = 1.0  # at 0.1 one step barely moves a position; see docs/trading.md
     eval_lr: list[float] = field(default_factory=lambda: [1.0])
     eval_episodes_per_task: int = 20
@@ -72,6 +78,10 @@ class TradingConfig(EnvConfig):
         "commission": (lambda v: 0 <= v < 1, "in [0, 1)"),
         "split": (lambda v: 0 < v < 1, "in (0, 1)"),
         "support": (lambda v: v in SUPPORTS, f"one of {list(SUPPORTS)}"),
+        "momentum_bars": (lambda v: v >= 1, ">= 1"),
+        "ma_bars": (lambda v: len(v) == 2 and 1 <= v[0] < v[1], "[fast, slow] with 1 <= fast < slow"),
+        "vol_bars": (lambda v: v >= 2, ">= 2"),
+        "vol_target": (lambda v: v > 0, "> 0 (an annualised volatility, 0.10 = 10 %)"),
     }
 
     def check(self) -> None:
@@ -83,8 +93,10 @@ class TradingConfig(EnvConfig):
         load_market(tuple(self.data), self.split, self.lookback, self.horizon, self.history())
 
     def history(self) -> int:
-        """Bars a window needs before its own lookback: its support window's, when it precedes."""
-        return self.horizon if self.support == "preceding" else 0
+        """Bars a window needs before its own lookback: its support window's, when it precedes, and
+        what the rule-based references read before the first decision."""
+        rules = max(self.momentum_bars, self.ma_bars[-1], self.vol_bars)
+        return max(self.horizon if self.support == "preceding" else 0, rules - self.lookback, 0)
 
 
 def _builtin_path(name: str) -> Path:
@@ -347,11 +359,40 @@ class Trading(TaskFamily):
         return TradingEnv(self.market, num_tasks, episodes_per_task, c.horizon, c.lookback, c.commission, oracle)
 
     def references(self, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Rewards ``[task, horizon]`` of buy-and-hold (long from the first bar, one commission) and
-        of staying flat, on the windows ``tasks``, in the env's units."""
-        hold = window_returns(self.market, tasks, self.config.horizon, self.config.lookback)[1].clone()
-        hold[:, 0] -= self.config.commission
-        return {"buy-and-hold": PERCENT * hold, "flat": torch.zeros_like(hold)}
+        """Rewards ``[task, horizon]`` on the windows ``tasks``, in the env's units and accounting
+        (``rule_rewards``), of the strategies a quant compares with, each deciding at every close
+        from that close and earlier ones only:
+
+        - ``buy-and-hold``: long from the first bar; ``flat``: no position;
+        - ``momentum <L>``: long (short) when the last ``momentum_bars`` log-returns sum above
+          (below) zero, time-series momentum (Moskowitz, Ooi & Pedersen, 2012);
+        - ``ma <fast>/<slow>``: long while the mean log price of the last ``fast`` closes is above
+          that of the last ``slow`` ones, flat otherwise (a moving-average crossover);
+        - ``vol-target <t>``: long ``min(1, t / σ)`` with σ the last ``vol_bars`` bars' volatility,
+          annualised with the asset's bars per year (a volatility-targeted long).
+        """
+        c = self.config
+        asset, start = tasks[:, 0].long(), tasks[:, 1].long()
+        earned = window_returns(self.market, tasks, c.horizon, c.lookback)[1]
+        past = max(c.momentum_bars, c.ma_bars[-1], c.vol_bars)
+        bars = start[:, None] + torch.arange(-past + 1, c.horizon)  # every close a rule reads, up to the last decision
+        r = self.market.log_returns[asset[:, None], bars]  # [task, past - 1 + horizon]
+        log_price = r.cumsum(-1)
+
+        def trailing(x: torch.Tensor, n: int) -> torch.Tensor:
+            """Means of the last ``n`` values at each decision, ``[task, horizon]``."""
+            return x.unfold(-1, n, 1)[:, -c.horizon:].mean(-1)
+
+        fast, slow = c.ma_bars
+        sigma = r.unfold(-1, c.vol_bars, 1)[:, -c.horizon:].std(-1) * self.market.bars_per_year[asset, None].sqrt()
+        positions = {
+            "buy-and-hold": torch.ones_like(earned),
+            "flat": torch.zeros_like(earned),
+            f"momentum {c.momentum_bars}": torch.sign(trailing(r, c.momentum_bars)),
+            f"ma {fast}/{slow}": (trailing(log_price, fast) > trailing(log_price, slow)).double(),
+            f"vol-target {c.vol_target:g}": (c.vol_target / sigma.clamp_min(1e-12)).clamp(max=1.0),
+        }
+        return {name: rule_rewards(p, earned, c.commission) for name, p in positions.items()}
 
     def episode_statistics(self, tasks: torch.Tensor, episodes: TensorDictBase) -> dict[str, torch.Tensor]:
         """Backtest statistics of every episode ``[task, episode]`` from its per-bar P&L, computed
@@ -392,6 +433,13 @@ def plot_equity(rewards: dict[str, torch.Tensor], tasks: torch.Tensor, path: Pat
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def rule_rewards(positions: torch.Tensor, earned: torch.Tensor, commission: float) -> torch.Tensor:
+    """The env's reward for a fixed rule: ``100 · (p_t r_{t+1} − commission · |p_t − p_{t−1}|)`` with
+    ``p_{−1} = 0``, for positions ``[task, horizon]`` against the log-returns earned ``[task, horizon]``."""
+    change = torch.diff(positions, dim=-1, prepend=torch.zeros_like(positions[:, :1])).abs()
+    return PERCENT * (positions * earned - commission * change)
 
 
 def backtest_statistics(rewards: torch.Tensor, bars_per_year: torch.Tensor) -> dict[str, torch.Tensor]:
