@@ -293,7 +293,7 @@ def test_in_sample_rows_are_labelled_in_sample(tmp_path):
     cfg = composed(*TINY, "env=trading", "env.support=in_sample", "mode=evaluate", "eval.num_tasks=3",
                    "eval.num_steps=1", "eval.episodes_per_task=2", "eval.checkpoints=[]")
     results = evaluate(cfg, [random_candidate(cfg)], tmp_path).results
-    assert list(results) == ["random (in-sample)", "buy-and-hold", "flat"]
+    assert list(results)[:3] == ["random (in-sample)", "buy-and-hold", "flat"]  # the references never adapt
 
 
 def test_the_rule_references_match_the_same_rules_written_with_pandas():
