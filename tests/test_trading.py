@@ -315,3 +315,13 @@ def test_the_rule_references_match_the_same_rules_written_with_pandas():
             earned = log_close.diff().to_numpy()[start + 1:start + 1 + cfg.env.horizon]
             expected = PERCENT * (p * earned - c * np.abs(np.diff(p, prepend=0.0)))
             np.testing.assert_allclose(references[name][i].numpy(), expected, rtol=1e-9, atol=1e-9, err_msg=name)
+
+
+def test_the_long_daily_series_of_arch_are_built_in():
+    """S&P 500 and NASDAQ, daily 1999–2018 (through 2000–02 and 2008), from the arch package."""
+    for name in ("SP500", "NASDAQ"):
+        frame = read_series(name)
+        assert len(frame) == 5031 and str(frame["Date"].iloc[0].date()) == "1999-01-04"
+        assert str(frame["Date"].iloc[-1].date()) == "2018-12-31"
+    market = load_market(("SP500", "NASDAQ"), 0.8, 10, 100)
+    assert 250 < float(market.bars_per_year[0]) < 253  # trading days a year

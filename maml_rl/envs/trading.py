@@ -35,6 +35,8 @@ BUILTIN = {
     "GOOG": ("backtesting", "test/GOOG.csv", 0, None),
     "EURUSD": ("backtesting", "test/EURUSD.csv", 0, None),
     "BTCUSD": ("backtesting", "test/BTCUSD.csv", 0, None),
+    "SP500": ("arch", "data/sp500/sp500.csv.gz", "Date", "%m/%d/%Y"),  # daily, 1999–2018: through 2000–02 and 2008
+    "NASDAQ": ("arch", "data/nasdaq/nasdaq.csv.gz", "Date", "%m/%d/%Y"),
 }
 SUPPORTS = ("preceding", "in_sample")  # where the support episodes of a window trade
 PERCENT = 100.0  # rewards are in percent of log-return: a window's return reads as "+1.3 %"
@@ -45,7 +47,8 @@ class TradingConfig(EnvConfig):
     """``env=trading``: windows of ``horizon`` bars (default 100), 20 tasks × 20 episodes, α = 1.
 
     ``data``: built-in series (``GOOGL`` daily 2009–2018 and ``EURUSD_1H`` hourly 2017, from
-    gym-anytrading; ``GOOG``, ``EURUSD``, ``BTCUSD`` from backtesting.py) or CSV paths with
+    gym-anytrading; ``GOOG``, ``EURUSD``, ``BTCUSD`` from backtesting.py; ``SP500`` and ``NASDAQ``
+    daily 1999–2018, 5,031 bars each, from arch) or CSV paths with
     columns Date/Open/High/Low/Close/Volume. The default pair has no underlying in common: GOOG
     and GOOGL (or the two EUR/USD files) together would put one series' evaluation period in the
     other's training part. ``lookback``: log-returns in the observation; ``commission``: cost per
