@@ -24,7 +24,6 @@ log = logging.getLogger("maml_rl")
 
 # what a resumed run may change: how long it runs, how often it checkpoints, the threads it uses
 RESUMABLE = ("resume", "num_iterations", "checkpoint_every", "threads", "mode")
-RECENT = 20  # the objective averages the post-adaptation return of this many last iterations
 
 
 class Refused(Exception):
