@@ -4,6 +4,7 @@ a PPO agent and backtests it against buy-and-hold."""
 
 import dataclasses
 import json
+import math
 import warnings
 
 import empyrical
@@ -42,7 +43,9 @@ def play(env: TradingEnv, positions: torch.Tensor) -> tuple[torch.Tensor, list[t
 def test_equity_matches_backtesting_py_for_the_same_positions():
     """Long/flat positions on GOOG through backtesting.py (orders filled at the bar's close, fractional
     units, commission 0.1 % of each fill): the env's equity exp(Σ reward / 100) is the backtester's to
-    1e-5 — the difference is the commission's convention, e^{−c} per unit traded vs 1 − c."""
+    1e-5. What is left is the backtester's convention for a buy of all the cash, which pays the
+    commission on top of the fill (equity × 1/(1 + c)) where the env charges c of the equity
+    (× (1 − c)): c² = 1e-6 per buy."""
     horizon, lookback, start, commission = 60, 5, 300, 0.001
     positions = torch.tensor([float((t // 7) % 2 == 0) for t in range(horizon)])  # 7 bars long, 7 flat, ...
     planned = np.zeros(2200)
@@ -73,6 +76,31 @@ def test_equity_matches_backtesting_py_for_the_same_positions():
     ours = torch.exp(rewards.cumsum(0) / PERCENT).numpy()
     np.testing.assert_allclose(ours, reference, rtol=1e-5)
     assert abs(ours[-1] - 1) > 0.05  # the window moved: the check compares more than two flat lines
+
+
+@pytest.mark.parametrize("path", ["short", "long-short", "fractional"])
+def test_equity_matches_a_portfolio_rebalanced_at_every_close(path):
+    """Shorts and fractional positions against a portfolio written in prices, not log-returns: at
+    each close the equity pays the commission on the change of position, then holds p × equity in
+    the asset over the next bar (simple returns). The env's equity equals it to 1e-12."""
+    horizon, lookback, start, commission = 80, 5, 300, 0.001
+    t = np.arange(horizon)
+    positions = {"short": -np.ones(horizon), "long-short": np.where((t // 9) % 2 == 0, 1.0, -1.0),
+                 "fractional": 0.9 * np.sin(t / 6)}[path]
+    close = read_series("GOOG")["Close"].to_numpy()
+    equity, previous, reference = 1.0, 0.0, []
+    for i, p in enumerate(positions):
+        equity *= 1 - commission * abs(p - previous)
+        equity *= 1 + p * (close[start + i + 1] / close[start + i] - 1)
+        previous = p
+        reference.append(equity)
+    env = TradingEnv(load_market(("GOOG",), 0.8, lookback, horizon), 1, 1, horizon, lookback, commission)
+    env.set_tasks(torch.tensor([[0.0, start, 0.0, 0.0]], dtype=torch.float64))
+    rewards, _ = play(env, torch.from_numpy(positions))
+    ours = torch.exp(rewards.cumsum(0) / PERCENT).numpy()
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)  # the env's rewards are float32
+    first_order = np.exp(np.cumsum(positions * np.diff(np.log(close[start:start + horizon + 1]))))
+    assert np.abs(first_order / reference - 1).max() > 1e-3  # p · r, the earlier reward, fails this test
 
 
 def test_observations_never_see_a_later_bar(tmp_path):
@@ -132,7 +160,7 @@ def test_a_position_beyond_one_is_clipped_and_charged_as_one():
     env.set_tasks(torch.tensor([[0.0, 300, 0.0, 0.0]], dtype=torch.float64))
     rewards, observations = play(env, torch.tensor([3.0, -2.5] + [0.0] * 8))
     r = market.log_returns[0, 301:303]
-    expected = PERCENT * torch.stack([r[0] - 0.001, -r[1] - 0.002])  # +1, then -1 (a change of 2)
+    expected = PERCENT * torch.stack([r[0] + math.log1p(-0.001), torch.log(2 - r[1].exp()) + math.log1p(-0.002)])
     torch.testing.assert_close(rewards[:2], expected, rtol=1e-6, atol=1e-6)
     assert observations[1][5].item() == 1.0 and observations[2][5].item() == -1.0  # the position seen next
 
@@ -147,7 +175,7 @@ def test_the_oracle_sees_the_asset_and_the_windows_drift():
     assert obs.shape == (3, 2, 10 + 2 + 2 + 2)
     torch.testing.assert_close(obs[:, 0, 12:14], torch.nn.functional.one_hot(tasks[:, 0].long(), 2).float())
     torch.testing.assert_close(obs[:, 0, 14:], tasks[:, 2:].float())
-    hold = family.references(tasks)["buy-and-hold"].sum(1) / PERCENT + 0.001  # buy-and-hold earns the window's drift
+    hold = family.references(tasks)["buy-and-hold"].sum(1) / PERCENT - math.log1p(-0.001)  # earns the window's drift
     torch.testing.assert_close(hold, tasks[:, 2] * tasks[:, 3].exp() * 10)
 
 
@@ -313,7 +341,7 @@ def test_the_rule_references_match_the_same_rules_written_with_pandas():
         for i, start in enumerate(tasks[:, 1].long().tolist()):
             p = position.to_numpy()[start:start + cfg.env.horizon]  # decided at each close of the window
             earned = log_close.diff().to_numpy()[start + 1:start + 1 + cfg.env.horizon]
-            expected = PERCENT * (p * earned - c * np.abs(np.diff(p, prepend=0.0)))
+            expected = PERCENT * (np.log(1 + p * np.expm1(earned)) + np.log1p(-c * np.abs(np.diff(p, prepend=0.0))))
             np.testing.assert_allclose(references[name][i].numpy(), expected, rtol=1e-9, atol=1e-9, err_msg=name)
 
 

@@ -215,9 +215,9 @@ class TradingEnv(TaskEnv):
       the fraction of the window left; the oracle appends a one-hot asset and (drift, log_vol),
       which are foresight — an upper bound, not a strategy;
     - action ``[task, episode, 1]``: the target position, clipped to [-1, 1];
-    - reward ``[task, episode, 1]``: 100 × (p_t r_{d+t+1} − commission |p_t − p_{t−1}|), with
-      p_{−1} = 0: the log-return of the equity in percent, first order in the commission (a
-      backtester charges a factor 1 − c per unit traded where this charges e^{−c});
+    - reward ``[task, episode, 1]``: the log-return of the equity in percent, exactly
+      (``log_equity_return``): the position is a fraction of equity held over the next bar, and a
+      change of position pays ``commission`` per unit of equity traded, p_{−1} = 0;
     - done after ``horizon`` steps.
 
     Args:
@@ -283,7 +283,7 @@ class TradingEnv(TaskEnv):
         if self.t >= self.horizon:
             raise RuntimeError(f"the window has {self.horizon} bars; reset the env before stepping again")
         position = tensordict["action"][..., 0].double().clamp(-1.0, 1.0)
-        pnl = position * self.earned[:, self.t, None] - self.commission * (position - self.position).abs()
+        pnl = log_equity_return(position, self.earned[:, self.t, None], position - self.position, self.commission)
         self.position, self.t = position, self.t + 1
         done = torch.full((*self.batch_size, 1), self.t == self.horizon, dtype=torch.bool)
         return TensorDict({"observation": self._observation(), "reward": (PERCENT * pnl)[..., None].to(self.dtype_),
@@ -438,11 +438,26 @@ def plot_equity(rewards: dict[str, torch.Tensor], tasks: torch.Tensor, path: Pat
     return path
 
 
+def log_equity_return(position: torch.Tensor, log_return: torch.Tensor, change: torch.Tensor,
+                      commission: float) -> torch.Tensor:
+    """The log-return of the equity over one bar, exact: ``log(1 − c|Δp|) + log(1 + p(eʳ − 1))``.
+
+    A fraction ``position`` p of the equity (short below 0) is held over a bar whose price moves by
+    ``log_return`` r; reaching it from the previous position costs ``commission`` c per unit of
+    equity traded (``change`` Δp), paid at the close as backtesters charge a fill. The position is
+    rebalanced to its target at every close; that rebalancing of the drift is not charged. A short
+    that loses all the equity in one bar (eʳ ≥ 1 + 1/|p|) is floored at log 1e-12 rather than NaN.
+    Shapes broadcast; every value in log-return units (not percent).
+    """
+    gross = (1 + position * torch.expm1(log_return)).clamp_min(1e-12).log()
+    return gross + torch.log1p(-commission * change.abs())
+
+
 def rule_rewards(positions: torch.Tensor, earned: torch.Tensor, commission: float) -> torch.Tensor:
-    """The env's reward for a fixed rule: ``100 · (p_t r_{t+1} − commission · |p_t − p_{t−1}|)`` with
-    ``p_{−1} = 0``, for positions ``[task, horizon]`` against the log-returns earned ``[task, horizon]``."""
-    change = torch.diff(positions, dim=-1, prepend=torch.zeros_like(positions[:, :1])).abs()
-    return PERCENT * (positions * earned - commission * change)
+    """The env's reward (``log_equity_return``, in percent) of a fixed rule's positions ``[task,
+    horizon]`` against the log-returns earned ``[task, horizon]``, with ``p_{−1} = 0``."""
+    change = torch.diff(positions, dim=-1, prepend=torch.zeros_like(positions[:, :1]))
+    return PERCENT * log_equity_return(positions, earned, change, commission)
 
 
 def backtest_statistics(rewards: torch.Tensor, bars_per_year: torch.Tensor) -> dict[str, torch.Tensor]:
