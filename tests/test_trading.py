@@ -282,7 +282,21 @@ def test_the_backtest_compares_methods_with_buy_and_hold_out_of_sample(trading_r
     artifacts = {a.path for a in mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").list_artifacts(evaluation.info.run_id)}
     assert {"equity_curves.png", "adaptation_curve.png", "results.csv"} <= artifacts
     header = (cwd / "evaluation" / "results.csv").read_text().splitlines()[0]
-    assert "backtest_sharpe" in header and "backtest_max_drawdown_ci95" in header
+    assert "backtest_sharpe" in header and "backtest_max_drawdown_ci95" in header and "benchmark_ci95" in header
+
+
+def test_every_method_is_compared_with_buy_and_hold_on_the_same_windows(trading_runs):
+    """Each policy's return minus buy-and-hold's, window by window: its mean is the difference of the
+    two means (the same windows), and its interval is that of the differences, not of either method."""
+    cwd, proc = trading_runs
+    results = json.loads((cwd / "evaluation" / "results.json").read_text())
+    hold = results["buy-and-hold"]["0"]
+    for method in ("maml", "pretrained", "random"):
+        for k, row in results[method].items():
+            paired = row["paired_benchmark"]
+            assert paired["reference"] == "buy-and-hold"
+            assert paired["mean"] == pytest.approx(row["mean"] - hold["mean"], abs=1e-9)
+    assert "paired_benchmark" not in hold and "each method minus buy-and-hold on the same tasks (paired)" in proc.stdout
 
 
 def test_the_trading_preset_trains_three_ppo_agents_and_backtests_them():

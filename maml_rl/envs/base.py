@@ -103,6 +103,7 @@ class TaskFamily:
     task_shape: ClassVar[tuple[int, ...]] = ()
     statistics: ClassVar[tuple[str, ...]] = ()  # the names ``episode_statistics`` returns
     statistics_name: ClassVar[str] = "statistics"  # what they are called in tables and metric names
+    benchmark: ClassVar[str | None] = None  # a reference every method is compared with, paired (``references``)
 
     def __init__(self, config: EnvConfig, threads: int = 0):
         self.config, self.threads = config, threads

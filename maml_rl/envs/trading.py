@@ -311,6 +311,7 @@ class Trading(TaskFamily):
     task_shape = (4,)
     statistics = ("annual_return", "sharpe", "sortino", "max_drawdown")
     statistics_name = "backtest"
+    benchmark = "buy-and-hold"
     action_size = 1
 
     def __init__(self, config: TradingConfig, threads: int = 0):

@@ -392,7 +392,7 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family
             frames.append(curve_rows(name, 0, 0, statistics["return"], [], statistics, prefix, reference=True))
             rewards[name] = runs
     table = pd.concat(frames, ignore_index=True)
-    results = summarize(table)
+    results = summarize(table, family.benchmark)
     files += write_tables(results, table, out_dir)
     title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"
     plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png", title)

@@ -16,7 +16,7 @@ from ..config import ConfigError, settings
 from ..core.checkpoint import load_checkpoint, tracked_run
 from ..tracking import Tracker, TrackingUnavailable
 from .build import build_trainer, family_of, resolve_checkpoint, start_tracker
-from .report import format_paired, format_statistics, format_table, metric_name, step_sizes
+from .report import PAIRED, format_paired, format_statistics, format_table, metric_name, step_sizes
 from .sweeps import override_key, sweep_run_name
 from .trainer import Stopped
 
@@ -179,8 +179,11 @@ def evaluation_metrics(results: dict, k: int, label: str) -> dict[str, float]:
     metrics = {f"eval/return_{name}": row["mean"], f"eval/ci95_{name}": row["ci95"]}
     if "paired" in row:
         metrics.update({f"eval/paired_{name}": row["paired"]["mean"], f"eval/paired_ci95_{name}": row["paired"]["ci95"]})
+    if "paired_benchmark" in row:
+        metrics.update({f"eval/vs_benchmark_{name}": row["paired_benchmark"]["mean"],
+                        f"eval/vs_benchmark_ci95_{name}": row["paired_benchmark"]["ci95"]})
     for group, values in row.items():
-        if isinstance(values, dict) and group != "paired":
+        if isinstance(values, dict) and group not in PAIRED:
             metrics.update({f"{group}/{statistic}_{name}": v["mean"] for statistic, v in values.items()})
     return metrics
 
@@ -210,8 +213,9 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
                              for label, group in groups.items()}})
         evaluation = evaluate(cfg, candidates, out_dir, family)
         results = evaluation.results
-        print("\n\n".join(t for t in (format_table(results, cfg.eval.num_steps),
-                                       format_paired(results, cfg.eval.num_steps), format_statistics(results)) if t))
+        tables = (format_table(results, cfg.eval.num_steps), format_paired(results, cfg.eval.num_steps),
+                  format_paired(results, cfg.eval.num_steps, "paired_benchmark"), format_statistics(results))
+        print("\n\n".join(t for t in tables if t))
         tracker.set_tags({f"step_sizes.{metric_name(label)}": step_sizes(rows)
                           for label, rows in results.items() if step_sizes(rows)})
         for k in range(cfg.eval.num_steps + 1):

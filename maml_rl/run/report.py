@@ -22,6 +22,7 @@ import torch
 from ..figures import pyplot
 
 Z95 = 1.96  # the normal approximation's 95% quantile
+PAIRED = ("paired", "paired_benchmark")  # the keys of a row's paired differences
 
 
 def metric_name(label: str) -> str:
@@ -39,13 +40,15 @@ def statistic_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if "/" in c]
 
 
-def summarize(table: pd.DataFrame) -> dict:
+def summarize(table: pd.DataFrame, benchmark: str | None = None) -> dict:
     """``results.json``'s content from the long table: ``{method: {k: {"mean", "ci95", "n_tasks",
-    "n_seeds", "lr", "paired", <statistics name>}}}`` in the table's order of methods.
+    "n_seeds", "lr", "paired", "paired_benchmark", <statistics name>}}}`` in the table's order of
+    methods.
 
     The mean and the 95% interval pool runs (seeds) × tasks; ``lr`` lists each run's step size at
-    k ≥ 1; ``paired`` is added by ``add_paired``; a family's statistics are ``{statistic: {"mean",
-    "ci95", "n_tasks", "n_seeds"}}`` under its statistics name.
+    k ≥ 1; ``paired`` and, given a ``benchmark`` row (a family's reference, e.g. buy-and-hold),
+    ``paired_benchmark`` are added by ``add_paired``; a family's statistics are ``{statistic:
+    {"mean", "ci95", "n_tasks", "n_seeds"}}`` under its statistics name.
     """
     results: dict[str, dict[int, dict]] = {}
     columns = statistic_columns(table)
@@ -60,33 +63,35 @@ def summarize(table: pd.DataFrame) -> dict:
             cell.setdefault(group, {})[name] = {"mean": float(rows[column].mean()), "ci95": float(ci95(rows[column])),
                                                 "n_tasks": len(rows) // runs, "n_seeds": runs}
         results.setdefault(method, {})[int(k)] = cell
-    add_paired(results, table)
+    add_paired(results, table, benchmark)
     return results
 
 
-def add_paired(results: dict, table: pd.DataFrame) -> None:
-    """Add ``paired`` to every row of a policy other than the reference (the first MAML label): the
-    reference's return minus the method's on the same tasks, ``{"reference", "mean", "ci95"}``.
+def add_paired(results: dict, table: pd.DataFrame, benchmark: str | None = None) -> None:
+    """Add paired differences on the same tasks, ``{"reference", "mean", "ci95"}``: ``paired`` to
+    every row of a policy other than the reference (the first MAML label), the reference's return
+    minus the method's at the same k; and, when ``benchmark`` names a row of ``table`` (a fixed
+    strategy, e.g. buy-and-hold), ``paired_benchmark`` to every policy's row: the method's return
+    at k minus the benchmark's.
 
     Every method is evaluated on the same tasks, so the spread of task difficulty (a goal velocity
     of 0 or 3), which dominates each method's own interval, cancels in the per-task difference:
     the paired interval answers "does the reference beat this method on these tasks?". Each
     task's return is first averaged over the method's runs; the half-width is Z95·s/√n over tasks.
     """
-    policies = table[~table["reference"]]
-    per_task = policies.groupby(["method", "k", "task"], sort=False)["return"].mean()
-    labels = list(dict.fromkeys(policies["method"]))
+    per_task = table.groupby(["method", "k", "task"], sort=False)["return"].mean()
+    labels = list(dict.fromkeys(table.loc[~table["reference"], "method"]))
     reference = next((label for label in labels if label.split()[0] == "maml"), None)
-    if reference is None:
-        return
     for label in labels:
-        if label == reference:
-            continue
         for k in results[label]:
-            if k not in results[reference]:
-                continue
-            diff = per_task[reference, k] - per_task[label, k]
-            results[label][k]["paired"] = {"reference": reference, "mean": float(diff.mean()), "ci95": float(ci95(diff))}
+            if reference is not None and label != reference and k in results[reference]:
+                diff = per_task[reference, k] - per_task[label, k]
+                results[label][k]["paired"] = {"reference": reference, "mean": float(diff.mean()),
+                                               "ci95": float(ci95(diff))}
+            if benchmark in results:  # a fixed strategy: its one row (k = 0) against every k
+                diff = per_task[label, k] - per_task[benchmark, 0]
+                results[label][k]["paired_benchmark"] = {"reference": benchmark, "mean": float(diff.mean()),
+                                                         "ci95": float(ci95(diff))}
 
 
 def step_sizes(rows: dict) -> str:
@@ -105,7 +110,7 @@ def statistic_groups(results: dict) -> dict[str, list[str]]:
     for rows in results.values():
         for cell in rows.values():
             for key, value in cell.items():
-                if isinstance(value, dict) and key != "paired":
+                if isinstance(value, dict) and key not in PAIRED:
                     groups.setdefault(key, {}).update(dict.fromkeys(value))
     return {key: list(names) for key, names in groups.items()}
 
@@ -121,10 +126,11 @@ def write_tables(results: dict, table: pd.DataFrame, out_dir: Path) -> list[Path
     rows = []
     for method, cells in results.items():
         for k, cell in cells.items():
-            paired = cell.get("paired", {})
+            paired, benchmark = cell.get("paired", {}), cell.get("paired_benchmark", {})
             row = {"method": method, "k": k, "mean": cell["mean"], "ci95": cell["ci95"], "n_tasks": cell["n_tasks"],
                    "n_seeds": cell["n_seeds"], "lr": step_size_text(cell), "paired_mean": paired.get("mean"),
-                   "paired_ci95": paired.get("ci95")}
+                   "paired_ci95": paired.get("ci95"), "benchmark_mean": benchmark.get("mean"),
+                   "benchmark_ci95": benchmark.get("ci95")}
             for group, names in groups.items():
                 for name in names:
                     value = cell.get(group, {}).get(name, {})
@@ -150,18 +156,20 @@ def format_table(results: dict, num_steps: int) -> str:
     return "\n".join(lines)
 
 
-def format_paired(results: dict, num_steps: int) -> str:
-    """The paired table as text: reference − method on the same tasks, ``mean ± ci95`` per k
-    (empty without a reference)."""
-    rows = {m: r for m, r in results.items() if any("paired" in row for row in r.values())}
+def format_paired(results: dict, num_steps: int, key: str = "paired") -> str:
+    """A paired table as text, ``mean ± ci95`` per k (empty without one): ``key="paired"``, the
+    reference minus each method on the same tasks; ``"paired_benchmark"``, each method minus the
+    benchmark."""
+    rows = {m: r for m, r in results.items() if any(key in row for row in r.values())}
     if not rows:
         return ""
-    reference = next(row["paired"]["reference"] for r in rows.values() for row in r.values() if "paired" in row)
+    reference = next(row[key]["reference"] for r in rows.values() for row in r.values() if key in row)
     width = max([12, *(len(m) + 2 for m in rows)])
-    lines = [f"{reference} minus each method on the same tasks (paired):",
-             f"{'method':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1))]
+    title = (f"{reference} minus each method on the same tasks (paired):" if key == "paired" else
+             f"each method minus {reference} on the same tasks (paired):")
+    lines = [title, f"{'method':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1))]
     for method, r in rows.items():
-        cells = [cell_text(r[k].get("paired")) if k in r else "-" for k in range(num_steps + 1)]
+        cells = [cell_text(r[k].get(key)) if k in r else "-" for k in range(num_steps + 1)]
         lines.append(f"{method:<{width}}" + "".join(f"{c:>18}" for c in cells))
     return "\n".join(lines)
 
