@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
@@ -160,14 +161,14 @@ def unknown_key(key: str, schemas: dict[str, type | None]) -> str | None:
             return None
         near = difflib.get_close_matches(group, top, n=3)
         return f"unknown key {key}" + (f": did you mean {' or '.join(near)}?" if near else f"; the keys: {', '.join(top)}")
-    if group not in schemas:
-        return None if group == "hydra" else unknown_key(group, schemas)
+    if group not in schemas:  # a top-level key with a dot: judged as a top-level key
+        return unknown_key(group, schemas)
     schema = schemas[group]
     first = sub.split(".")[0]
     if schema is None or first in declared(schema):
         return None
     option = getattr(schema, "name", "") if group in PLUGINS else ""
-    keys = [k for k in declared(schema) if k not in ("name", "rules")]
+    keys = [k for k in declared(schema) if k != "name"]
     where = f"{group}={option}" if option else group
     others = [e.name for e in PLUGINS[group] if first in declared(e.config)] if group in PLUGINS else []
     if others:
@@ -210,25 +211,23 @@ def check_overrides(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException:  # Hydra reports its own syntax errors
         return
-    chosen = default_options()
+    chosen = selected_options(CONF / "config.yaml")
     for o in parsed:
         if o.key_or_group == "experiment" and not o.is_sweep_override():
-            chosen.update(preset_options(o.get_value_element_as_str()))
+            chosen.update(selected_options(EXPERIMENTS / f"{o.get_value_element_as_str()}.yaml"))
     for o in parsed:
         if o.key_or_group in GROUPS and not o.is_delete():
             chosen[o.key_or_group] = (list(o.sweep_string_iterator()) if o.is_sweep_override()
                                       else [o.get_value_element_as_str()])
+    schemas: dict[str, type | None] = {**FIXED, **{g: option_schema(g, names[0]) for g, names in chosen.items()
+                                                   if g in PLUGINS}}
     for o in parsed:
         key = o.key_or_group
         if key.startswith(("hydra", "experiment")) or "/" in key or key in GROUPS or o.is_delete():
             continue
         group = key.split(".")[0]
-        for option in chosen.get(group, [None]) if group in PLUGINS else [None]:
-            schemas: dict[str, type | None] = {**FIXED, **{g: option_schema(g, names[0]) for g, names in chosen.items()
-                                                           if g in PLUGINS}}
-            if option is not None:
-                schemas[group] = option_schema(group, option)
-            problem = unknown_key(key, schemas)
+        for option in chosen.get(group, [None]) if group in PLUGINS else [None]:  # every option a sweep selects
+            problem = unknown_key(key, {**schemas, group: option_schema(group, option)} if option else schemas)
             if problem:
                 raise ConfigError(problem)
 
@@ -238,20 +237,13 @@ def option_schema(group: str, option: str) -> type | None:
     return PLUGINS[group][option].config if option in PLUGINS[group] else None
 
 
-def default_options() -> dict[str, list[str]]:
-    """Each group's default option, from ``conf/config.yaml``'s defaults list."""
-    defaults = OmegaConf.load(CONF / "config.yaml").get("defaults", [])
-    return {k: [v] for d in defaults if isinstance(d, DictConfig) for k, v in d.items() if k in GROUPS and v}
-
-
-def preset_options(name: str) -> dict[str, list[str]]:
-    """The options a preset selects (``- override /env: trading``); none for an unknown preset."""
-    path = EXPERIMENTS / f"{name}.yaml"
-    if not path.is_file():
-        return {}
-    defaults = OmegaConf.load(path).get("defaults", [])
+def selected_options(path: Path) -> dict[str, list[str]]:
+    """The group options a defaults list selects: ``conf/config.yaml``'s (``- env: navigation``) or a
+    preset's (``- override /env: trading``); none for a file that does not exist (an unknown preset,
+    left to Hydra)."""
+    defaults = OmegaConf.load(path).get("defaults", []) if path.is_file() else []
     return {k.split("/")[-1]: [v] for d in defaults if isinstance(d, DictConfig) for k, v in d.items()
-            if k.split("/")[-1] in GROUPS and "hydra" not in k}
+            if v and k.split("/")[-1] in GROUPS and "hydra" not in k}
 
 
 def validate(cfg: DictConfig) -> None:
