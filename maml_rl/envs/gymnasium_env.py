@@ -114,6 +114,9 @@ class Gymnasium(TaskFamily):
         if config.normalize_actions and not (np.isfinite(bounds.low).all() and np.isfinite(bounds.high).all()):
             raise ValueError(f"env.id={config.id}: the action space is unbounded; set env.normalize_actions=false")
         self.tasks: list[Any] = []
+        declared = callable(getattr(self.probe.unwrapped, "task_vector", None))  # what the oracle can see
+        self.task_size = np.asarray(self.probe.unwrapped.task_vector(next(iter(
+            self.probe.unwrapped.sample_tasks(1))))).size if declared else None
 
     @property
     def action_size(self) -> int:
@@ -140,16 +143,17 @@ class Gymnasium(TaskFamily):
         """
         if not oracle:
             return self.obs_size
-        declared = callable(getattr(self.probe.unwrapped, "task_vector", None))
-        if not declared:  # a setting the env cannot serve: the app's one-line refusal
+        if self.task_size is None:  # a setting the env cannot serve: the app's one-line refusal
             raise ValueError(f"baseline=oracle needs env.id={self.config.id} to declare its tasks' parameters: a "
                              "method task_vector(task) returning a 1-d array")
-        drawn = self.probe.unwrapped.sample_tasks(1)
-        return self.obs_size + np.asarray(self.probe.unwrapped.task_vector(next(iter(drawn)))).size
+        return self.obs_size + self.task_size
 
     def env(self, num_tasks, episodes_per_task, oracle=False, generator=None) -> GymnasiumTaskEnv:
-        if oracle:
-            self.observation_size(oracle=True)  # refuses an env without task_vector
+        """The simulator (see ``GymnasiumTaskEnv``).
+
+        Raises:
+            ValueError: ``oracle`` for an env that does not declare ``task_vector(task)``.
+        """
         return GymnasiumTaskEnv(self, num_tasks, episodes_per_task, oracle, generator)
 
 
@@ -169,12 +173,12 @@ class GymnasiumTaskEnv(TaskEnv):
         from gymnasium.vector import SyncVectorEnv
 
         super().__init__(num_tasks, episodes_per_task, oracle)
+        obs_size = family.observation_size(oracle)  # refuses an oracle the env cannot feed, before any env is built
         self.family, self.generator = family, generator if generator is not None else torch.Generator()
         self.vector = SyncVectorEnv([family.make] * (num_tasks * episodes_per_task))
         shape, space = self.batch_size, family.probe.action_space
         self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
         self.oracle_part = torch.zeros(num_tasks, 0)
-        obs_size = family.observation_size(oracle)
         self.observation_spec = Composite(observation=Unbounded(shape=(*shape, obs_size), dtype=torch.float32),
                                           shape=shape)
         self.action_spec = Bounded(torch.as_tensor(self.low, dtype=torch.float32).expand(*shape, -1),

@@ -98,8 +98,11 @@ class TradingConfig(EnvConfig):
     def history(self) -> int:
         """Bars a window needs before its own lookback: its support window's, when it precedes, and
         what the rule-based references read before the first decision."""
-        rules = max(self.momentum_bars, self.ma_bars[-1], self.vol_bars)
-        return max(self.horizon if self.support == "preceding" else 0, rules - self.lookback, 0)
+        return max(self.horizon if self.support == "preceding" else 0, self.rule_bars() - self.lookback, 0)
+
+    def rule_bars(self) -> int:
+        """The closes the longest rule-based reference reads before a decision."""
+        return max(self.momentum_bars, self.ma_bars[-1], self.vol_bars)
 
 
 def _builtin_path(name: str) -> Path:
@@ -163,6 +166,11 @@ class Market:
     num_bars: torch.Tensor
     split_bar: torch.Tensor
     bars_per_year: torch.Tensor
+
+    def earned(self, asset: torch.Tensor, start: torch.Tensor, horizon: int) -> torch.Tensor:
+        """The log-returns a window of ``asset`` whose first decision bar is ``start`` earns, bars
+        ``start + 1 … start + horizon``: ``[n, horizon]``."""
+        return self.log_returns[asset[:, None], start[:, None] + 1 + torch.arange(horizon)]
 
     def window_starts(self, split: str, lookback: int, horizon: int, history: int = 0) -> tuple[torch.Tensor,
                                                                                                 torch.Tensor]:
@@ -299,7 +307,7 @@ def window_returns(market: Market, tasks: torch.Tensor, horizon: int, lookback: 
     asset, start = tasks[:, 0].long(), tasks[:, 1].long()
     steps = start[:, None] + torch.arange(horizon + 1)  # the bar of each decision (and the last close)
     seen = steps[:, :, None] - torch.arange(lookback - 1, -1, -1)
-    return market.log_returns[asset[:, None, None], seen], market.log_returns[asset[:, None], steps[:, 1:]]
+    return market.log_returns[asset[:, None, None], seen], market.earned(asset, start, horizon)
 
 
 @ENVS.register("trading", TradingConfig)
@@ -333,7 +341,7 @@ class Trading(TaskFamily):
         """Tasks ``[n, 4]`` of the windows of ``asset`` whose first decision bar is ``start``: with the
         drift t-statistic and log σ of the log-returns they earn."""
         horizon = self.config.horizon
-        r = self.market.log_returns[asset[:, None], start[:, None] + 1 + torch.arange(horizon)]
+        r = self.market.earned(asset, start, horizon)
         sigma = r.std(dim=1).clamp_min(1e-12)
         drift = r.sum(dim=1) / (sigma * math.sqrt(horizon))
         return torch.stack([asset.double(), start.double(), drift, sigma.log()], dim=1)
@@ -377,8 +385,8 @@ class Trading(TaskFamily):
         """
         c = self.config
         asset, start = tasks[:, 0].long(), tasks[:, 1].long()
-        earned = window_returns(self.market, tasks, c.horizon, c.lookback)[1]
-        past = max(c.momentum_bars, c.ma_bars[-1], c.vol_bars)
+        earned = self.market.earned(asset, start, c.horizon)
+        past = c.rule_bars()
         bars = start[:, None] + torch.arange(-past + 1, c.horizon)  # every close a rule reads, up to the last decision
         r = self.market.log_returns[asset[:, None], bars]  # [task, past - 1 + horizon]
         log_price = r.cumsum(-1)

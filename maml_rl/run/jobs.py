@@ -16,7 +16,7 @@ from ..config import ConfigError, settings
 from ..core.checkpoint import load_checkpoint, tracked_run
 from ..tracking import Tracker, TrackingUnavailable
 from .build import build_trainer, family_of, resolve_checkpoint, start_tracker
-from .report import PAIRED, format_paired, format_statistics, format_table, metric_name, step_sizes
+from .report import format_paired, format_statistics, format_table, metric_name, statistics_of, step_sizes
 from .sweeps import override_key, sweep_run_name
 from .trainer import Stopped
 
@@ -177,14 +177,11 @@ def evaluation_metrics(results: dict, k: int, label: str) -> dict[str, float]:
     difference, and each statistic as ``<statistics name>/<statistic>_<label>``."""
     row, name = results[label][k], metric_name(label)
     metrics = {f"eval/return_{name}": row["mean"], f"eval/ci95_{name}": row["ci95"]}
-    if "paired" in row:
-        metrics.update({f"eval/paired_{name}": row["paired"]["mean"], f"eval/paired_ci95_{name}": row["paired"]["ci95"]})
-    if "paired_benchmark" in row:
-        metrics.update({f"eval/vs_benchmark_{name}": row["paired_benchmark"]["mean"],
-                        f"eval/vs_benchmark_ci95_{name}": row["paired_benchmark"]["ci95"]})
-    for group, values in row.items():
-        if isinstance(values, dict) and group not in PAIRED:
-            metrics.update({f"{group}/{statistic}_{name}": v["mean"] for statistic, v in values.items()})
+    for key, metric in (("paired", "paired"), ("paired_benchmark", "vs_benchmark")):
+        if key in row:
+            metrics.update({f"eval/{metric}_{name}": row[key]["mean"], f"eval/{metric}_ci95_{name}": row[key]["ci95"]})
+    for group, values in statistics_of(row).items():
+        metrics.update({f"{group}/{statistic}_{name}": v["mean"] for statistic, v in values.items()})
     return metrics
 
 

@@ -104,14 +104,19 @@ def step_size_text(row: dict) -> str:
     return "|".join(f"{a:g}" for a in dict.fromkeys(row.get("lr", [])))
 
 
+def statistics_of(cell: dict) -> dict[str, dict]:
+    """A row's statistics groups, ``{statistics name: {statistic: {"mean", "ci95", …}}}`` (its dict
+    values other than the paired differences)."""
+    return {key: value for key, value in cell.items() if isinstance(value, dict) and key not in PAIRED}
+
+
 def statistic_groups(results: dict) -> dict[str, list[str]]:
     """``{statistics name: [statistic, …]}`` found in ``results`` (``{"backtest": ["return", "sharpe", …]}``)."""
     groups: dict[str, dict[str, None]] = {}
     for rows in results.values():
         for cell in rows.values():
-            for key, value in cell.items():
-                if isinstance(value, dict) and key not in PAIRED:
-                    groups.setdefault(key, {}).update(dict.fromkeys(value))
+            for key, value in statistics_of(cell).items():
+                groups.setdefault(key, {}).update(dict.fromkeys(value))
     return {key: list(names) for key, names in groups.items()}
 
 
