@@ -292,7 +292,7 @@ def test_every_method_is_compared_with_buy_and_hold_on_the_same_windows(trading_
     results = json.loads((cwd / "evaluation" / "results.json").read_text())
     hold = results["buy-and-hold"]["0"]
     for method in ("maml", "pretrained", "random"):
-        for k, row in results[method].items():
+        for row in results[method].values():
             paired = row["paired_benchmark"]
             assert paired["reference"] == "buy-and-hold"
             assert paired["mean"] == pytest.approx(row["mean"] - hold["mean"], abs=1e-9)
