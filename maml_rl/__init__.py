@@ -17,7 +17,7 @@ def load_policy(reference: str | os.PathLike, tracking_uri: str | None = None, t
         FileNotFoundError: nothing at ``reference``, or a run without a checkpoint.
         ValueError: the file is not a maml_rl checkpoint, or ``tracking`` names no backend.
     """
-    from .policies import load_policy as load
+    from .policies.base import load_policy as load
     from .run.build import resolve_checkpoint
     from .tracking import TRACKERS
 

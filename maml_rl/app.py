@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from .config import ConfigError, validate
-from .run import jobs
+from .run.exits import Refused, refuse, stopped
 from .run.sweeps import override_key
 
 
@@ -29,11 +29,13 @@ def main(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), evaluate
     try:
         validate(cfg)
     except ConfigError as err:
-        jobs.refuse(run_dir, f"invalid config: {err}")
+        refuse(run_dir, f"invalid config: {err}")
     ignored = [o for o in overrides if override_key(o).startswith("eval.")]
     if cfg.mode == "train" and ignored and not evaluates_after:
-        jobs.refuse(run_dir, f"invalid config: {ignored[0]} is an evaluation setting, but mode=train would ignore it: "
-                             "add mode=evaluate (with eval.checkpoints or eval.sweep_dir), or drop it")
+        refuse(run_dir, f"invalid config: {ignored[0]} is an evaluation setting, but mode=train would ignore it: "
+                        "add mode=evaluate (with eval.checkpoints or eval.sweep_dir), or drop it")
+    from .run import jobs  # torch and the plug-ins: only once the config is known to be good
+
     if cfg.threads:
         import torch
 
@@ -43,10 +45,10 @@ def main(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (), evaluate
             jobs.run_evaluation(cfg, run_dir, Path.cwd())
             return None
         return jobs.train(cfg, run_dir, Path.cwd(), overrides)
-    except jobs.Refused as err:
-        jobs.refuse(run_dir, str(err))
+    except Refused as err:
+        refuse(run_dir, str(err))
     except jobs.Stopped as err:
-        jobs.stopped(err, Path(err.checkpoint).parent)
+        stopped(err, Path(err.checkpoint).parent)
     except KeyboardInterrupt:
         print("maml_rl: interrupted at once: the iteration in flight is lost, the last checkpoint written stands",
               file=sys.stderr)

@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from .algorithms import ALGORITHMS, OuterLoopConfig
-from .core.maml import ESTIMATORS
+from .core import ESTIMATORS
 from .envs import ENVS, EnvConfig
 from .help import CONF, EXPERIMENTS, GROUPS, help_text
 from .policies import POLICIES, PolicyConfig
@@ -138,7 +138,7 @@ def _schema_of(cfg: DictConfig, group: str) -> type | None:
     if group in FIXED:
         return FIXED[group]
     name = OmegaConf.select(cfg, f"{group}.name", default=None)
-    return PLUGINS[group][name].config if name in PLUGINS[group] else None
+    return PLUGINS[group].schema(name)
 
 
 def declared(schema: type) -> list[str]:
@@ -234,7 +234,7 @@ def check_overrides(overrides: list[str]) -> None:
 
 def option_schema(group: str, option: str) -> type | None:
     """The settings dataclass of a plug-in group's option (None for an unknown one, left to Hydra)."""
-    return PLUGINS[group][option].config if option in PLUGINS[group] else None
+    return PLUGINS[group].schema(option)
 
 
 def selected_options(path: Path) -> dict[str, list[str]]:

@@ -1,10 +1,18 @@
-"""Registries of plug-ins: a name → (class, settings dataclass) table per kind.
+"""Registries of plug-ins: a name → (settings dataclass, class) table per kind.
 
-Each kind declares its registry next to its protocol (``envs/base.py``, ``policies/base.py``,
-``algorithms/base.py``, ``tracking/base.py``). A plug-in registers itself with a decorator::
+The kinds whose implementations import torch (envs, algorithms, policies) declare their registry
+and every option's settings in a torch-free ``settings`` module; each implementing module
+registers its class with a decorator::
 
-    @ALGORITHMS.register("trpo", TRPOConfig)
+    @ALGORITHMS.declare("trpo")          # algorithms/settings.py
+    @dataclass
+    class TRPOConfig(OuterLoopConfig): ...
+
+    @ALGORITHMS.register("trpo")         # algorithms/trpo.py
     class TRPO: ...
+
+Tracking backends, which import their libraries only when a run starts, do both at once
+(``@TRACKERS.register("mlflow", MlflowConfig)``).
 
 The settings dataclass is the one source of the plug-in's defaults: the app stores it in
 Hydra's ConfigStore as ``schema/<kind>/<name>`` (``maml_rl.config.register``), so the option's
@@ -39,61 +47,108 @@ class Settings:
         """
 
 
-@dataclass(frozen=True)
+@dataclass
 class Entry:
-    """One registered plug-in: the class that implements it and its settings dataclass."""
+    """One plug-in: its settings dataclass and the class that implements it (None until the module
+    that implements it is imported)."""
 
     name: str
-    cls: type
     config: type
+    cls: type | None = None
 
 
 class Registry:
-    """Plug-ins of one kind (``"env"``, ``"policy"``, ``"algorithm"``, ``"tracking"``) by name."""
+    """Plug-ins of one kind (``"env"``, ``"policy"``, ``"algorithm"``, ``"tracking"``) by name.
 
-    def __init__(self, kind: str):
+    A kind whose implementations import torch keeps their settings in its torch-free ``settings``
+    module (``declare``) and names its ``package``: the package's modules are imported the first
+    time an implementation is looked up, so that the schema is read, a command line checked and
+    ``--help`` answered without importing torch. A kind whose modules are light declares and
+    implements in one place (``register(name, config)``).
+    """
+
+    def __init__(self, kind: str, package: str | None = None):
         self.kind = kind
+        self.package = package
         self.entries: dict[str, Entry] = {}
 
-    def register(self, name: str, config: type) -> Callable[[type], type]:
-        """Class decorator: register the class under ``name`` with its settings dataclass ``config``.
+    def declare(self, name: str) -> Callable[[type], type]:
+        """Decorator of a settings dataclass: the settings of the plug-in ``name``, implemented by a
+        class of ``package`` that registers itself with ``register(name)``.
 
         Raises:
-            ValueError: if ``config`` is not a dataclass whose ``name`` defaults to ``name``.
+            ValueError: if the decorated class is not a dataclass whose ``name`` defaults to ``name``.
         """
-        if not dataclasses.is_dataclass(config) or getattr(config, "name", None) != name:
-            raise ValueError(f"{self.kind} {name!r}: its settings must be a dataclass with name = {name!r}")
+
+        def decorate(config: type) -> type:
+            if not dataclasses.is_dataclass(config) or getattr(config, "name", None) != name:
+                raise ValueError(f"{self.kind} {name!r}: its settings must be a dataclass with name = {name!r}")
+            self.entries[name] = Entry(name, config)
+            return config
+
+        return decorate
+
+    def register(self, name: str, config: type | None = None) -> Callable[[type], type]:
+        """Class decorator: the class that implements ``name``, with its settings dataclass ``config``
+        (None: the one ``declare`` gave).
+
+        Raises:
+            ValueError: if ``config`` is not a dataclass whose ``name`` defaults to ``name``, or
+                ``name`` has no settings at all.
+        """
+        if config is not None:
+            self.declare(name)(config)
+        elif name not in self.entries:
+            raise ValueError(f"{self.kind} {name!r}: no settings declared for it")
 
         def decorate(cls: type) -> type:
-            self.entries[name] = Entry(name, cls, config)
+            self.entries[name].cls = cls
             return cls
 
         return decorate
 
     def __getitem__(self, name: str) -> Entry:
-        """The entry of ``name``.
+        """The entry of ``name``, its implementation imported.
 
         Raises:
             ValueError: ``"algorithm.name='sgd' is not known; available: ['ppo', 'trpo']"``.
+            LookupError: settings declared, but no module of ``package`` implements them.
         """
-        if name not in self.entries:
+        entry = self.entries.get(name)
+        if entry is None:
             raise ValueError(f"{self.kind}.name={name!r} is not known; available: {sorted(self.entries)}")
-        return self.entries[name]
+        if entry.cls is None and self.package:
+            import_modules(self.package)
+        if entry.cls is None:
+            raise LookupError(f"{self.kind} {name!r} has settings but no implementation in {self.package}")
+        return entry
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
 
     def __iter__(self):
+        """The entries (settings only: implementations are not imported)."""
         return iter(self.entries.values())
+
+    def schema(self, name: str) -> type | None:
+        """The settings dataclass of ``name`` (None for an unknown name), without importing its implementation."""
+        entry = self.entries.get(name)
+        return entry.config if entry else None
 
     def settings(self, values: Mapping[str, Any] | Any) -> Any:
         """The settings dataclass of ``values["name"]`` filled from ``values`` (a mapping or a
-        settings instance, returned as is); keys the dataclass does not declare are ignored."""
+        settings instance, returned as is); keys the dataclass does not declare are ignored.
+
+        Raises:
+            ValueError: for an unknown name.
+        """
         if dataclasses.is_dataclass(values) and not isinstance(values, type):
             return values
-        entry = self[values["name"]]
-        names = {f.name for f in dataclasses.fields(entry.config)}
-        return entry.config(**{k: _plain(v) for k, v in values.items() if k in names})
+        config = self.schema(values["name"])
+        if config is None:
+            raise ValueError(f"{self.kind}.name={values['name']!r} is not known; available: {sorted(self.entries)}")
+        names = {f.name for f in dataclasses.fields(config)}
+        return config(**{k: _plain(v) for k, v in values.items() if k in names})
 
 
 def _plain(value: Any) -> Any:
@@ -105,8 +160,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def import_modules(package: str, path: list[str]) -> None:
+def import_modules(package: str) -> None:
     """Import every module of a plug-in package, so that each registers itself: adding a plug-in
-    is adding its module (and its YAML), no list to edit."""
-    for module in pkgutil.iter_modules(path):
+    is adding its module (and its settings and YAML), no list to edit."""
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
         importlib.import_module(f"{package}.{module.name}")

@@ -13,7 +13,7 @@ from hydra.errors import ConfigCompositionException
 
 from maml_rl.config import ConfigError, validate
 from maml_rl.core.checkpoint import load_checkpoint
-from maml_rl.policies import load_policy
+from maml_rl.policies.base import load_policy
 from maml_rl.run.evaluation import EvaluationError, load_candidate
 
 from .conftest import TINY, composed

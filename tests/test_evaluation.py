@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from maml_rl.core.checkpoint import load_checkpoint, save_checkpoint
-from maml_rl.envs.navigation import Navigation, NavigationConfig
+from maml_rl.envs.navigation import Navigation
+from maml_rl.envs.settings import NavigationConfig
 from maml_rl.run.build import build_trainer
 from maml_rl.run.evaluation import (
     adaptation_curve,

@@ -8,7 +8,7 @@ from tensordict import TensorDict
 
 from maml_rl.config import settings
 from maml_rl.core.sampler import rollout
-from maml_rl.envs import build_family
+from maml_rl.envs.base import build_family
 from maml_rl.envs.locomotion import AntDirEnv, AntVelEnv, HalfCheetahDirEnv, HalfCheetahVelEnv, compiler_warnings_to_log
 from maml_rl.policies.base import ObservationNormalizer
 from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy

@@ -10,8 +10,9 @@ from maml_rl.config import settings
 from maml_rl.core.advantages import baseline_features, compute_advantages, discounted_returns, fit_linear_baseline
 from maml_rl.core.params import expand_params
 from maml_rl.core.sampler import episode_returns, rollout
-from maml_rl.envs import build_family
-from maml_rl.envs.navigation import Navigation, Navigation2DEnv, NavigationConfig
+from maml_rl.envs.base import build_family
+from maml_rl.envs.navigation import Navigation, Navigation2DEnv
+from maml_rl.envs.settings import NavigationConfig
 from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
 
 from .conftest import composed

@@ -19,8 +19,8 @@ from torch import nn
 from maml_rl.algorithms import ALGORITHMS, OuterLoopConfig
 from maml_rl.config import validate
 from maml_rl.core.checkpoint import load_checkpoint
-from maml_rl.policies import POLICIES, PolicyConfig, load_policy
-from maml_rl.policies.base import FunctionalPolicy
+from maml_rl.policies import POLICIES, PolicyConfig
+from maml_rl.policies.base import FunctionalPolicy, load_policy
 from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
 from maml_rl.run.build import build_trainer
 from maml_rl.run.evaluation import evaluate, load_candidates

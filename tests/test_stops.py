@@ -6,14 +6,20 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from maml_rl.algorithms import ALGORITHMS
 from maml_rl.config import ConfigError, validate
 from maml_rl.core.checkpoint import load_checkpoint
+from maml_rl.envs import ENVS
+from maml_rl.policies import POLICIES
+from maml_rl.registry import Registry, Settings
 from maml_rl.run.sweeps import sweep_run_name
+from maml_rl.tracking import TRACKERS
 
 from .conftest import TINY, composed
 from .test_cli import run_cli, runs_in
@@ -133,9 +139,40 @@ def test_sweep_run_names_lead_with_what_sets_them_apart(tmp_path):
     assert sweep_run_name(composed(), tmp_path / "x" / "0", ["inner.lr=0.05"]) is None  # not a sweep
 
 
+LIGHT = "print('loaded:', sorted(m for m in ('torch', 'mlflow', 'matplotlib', 'pandas') if m in sys.modules))"
+
+
+@pytest.mark.parametrize("argv, answer", [
+    (["inner.lr=-1"], "inner.lr=-1.0 is not allowed: must be > 0"),
+    (["env=ant", "policy=moe", "policy.num_experts=0"], "policy.num_experts=0 is not allowed"),
+    (["env=trading", "env.support=later"], "env.support=later is not allowed"),
+    (["algorithm=ppo", "algorithm.max_kl=0.1"], "algorithm.max_kl is not a key of algorithm=ppo"),
+    (["--cfg", "job", "env=halfcheetah_dir", "algorithm=promp"], "name: promp"),
+])
+def test_a_refusal_and_cfg_job_answer_without_loading_torch(tmp_path, argv, answer):
+    code = (f"import runpy, sys; sys.argv = ['maml_rl', *{argv!r}]\n"
+            "try:\n    runpy.run_module('maml_rl', run_name='__main__')\nexcept SystemExit:\n    pass\n" + LIGHT)
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, capture_output=True, text=True)
+    assert answer in done.stdout + done.stderr
+    assert "loaded: []" in done.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_every_declared_plugin_has_its_implementation():
+    for registry in (ALGORITHMS, ENVS, POLICIES, TRACKERS):
+        for entry in list(registry):
+            assert registry[entry.name].cls is not None, entry.name  # LookupError if none
+    orphan = Registry("algorithm", package="maml_rl.algorithms")
+    orphan.declare("sgd")(dataclass(type("SGDConfig", (Settings,), {"__annotations__": {"name": str}, "name": "sgd"})))
+    with pytest.raises(LookupError, match="'sgd' has settings but no implementation in maml_rl.algorithms"):
+        orphan["sgd"]
+    with pytest.raises(ValueError, match="no settings declared"):
+        orphan.register("adam")
+
+
 def test_help_answers_without_loading_torch_and_gives_whole_descriptions(tmp_path):
     code = ("import runpy, sys; sys.argv = ['maml_rl', '--help']; runpy.run_module('maml_rl', run_name='__main__'); "
-            "print('loaded:', sorted(m for m in ('torch', 'mlflow', 'matplotlib', 'pandas') if m in sys.modules))")
+            + LIGHT)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert "loaded: []" in out
     assert "(paper, horizon 200: MAML 97, pretrained 7 at k = 1, oracle about 109)" in out  # not cut at its ": "

@@ -17,7 +17,7 @@ from backtesting import Strategy
 from backtesting.lib import FractionalBacktest
 
 from maml_rl.config import settings
-from maml_rl.envs import build_family
+from maml_rl.envs.base import build_family
 from maml_rl.envs.trading import PERCENT, Trading, TradingEnv, backtest_statistics, load_market, read_series
 from maml_rl.run.build import build_inner_loop, build_sampler, family_of, initial_policy
 from maml_rl.run.evaluation import evaluate, held_out_tasks, random_candidate

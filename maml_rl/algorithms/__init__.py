@@ -1,8 +1,6 @@
-"""Outer loops (meta-optimisers): the OuterLoop protocol and registry (``base``), one module each."""
+"""Outer loops (meta-optimisers): the OuterLoop protocol (``base``), every option's settings and the
+registry (``settings``, torch-free), one module each."""
 
-from ..registry import import_modules
-from .base import ALGORITHMS, OuterLoop, OuterLoopConfig, build_outer_loop
+from .settings import ALGORITHMS, OuterLoopConfig
 
-__all__ = ["ALGORITHMS", "OuterLoop", "OuterLoopConfig", "build_outer_loop"]
-
-import_modules(__name__, __path__)  # every module registers its plug-in
+__all__ = ["ALGORITHMS", "OuterLoopConfig"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -10,12 +9,7 @@ import torch
 from ..core.maml import Adaptation
 from ..core.objective import MetaObjective
 from ..core.params import Params
-from ..registry import Registry, Settings
-
-
-@dataclass
-class OuterLoopConfig(Settings):
-    """Settings of an outer loop; each algorithm subclasses it with its name, fields and defaults."""
+from .settings import ALGORITHMS, OuterLoopConfig
 
 
 @runtime_checkable
@@ -43,8 +37,6 @@ class OuterLoop(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-
-ALGORITHMS = Registry("algorithm")
 
 
 def build_outer_loop(settings: OuterLoopConfig) -> OuterLoop:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -10,30 +9,10 @@ import torch
 from ..core.maml import Adaptation
 from ..core.objective import MetaObjective
 from ..core.params import Params
-from .base import ALGORITHMS, OuterLoopConfig
+from .settings import ALGORITHMS, PPOConfig
 
 
-@dataclass
-class PPOConfig(OuterLoopConfig):
-    """``algorithm=ppo``: the settings of ProMP's MAML-PPO (Rothfuss et al., 2019): 5 Adam epochs
-    of step 1e-3, clip 0.3."""
-
-    name: str = "ppo"
-    epochs: int = 5
-    lr: float = 1e-3
-    clip_eps: float = 0.3
-    entropy_coef: float = 0.0
-    max_grad_norm: float = 0.5
-    rules: ClassVar[dict] = {
-        "epochs": (lambda v: v >= 1, ">= 1"),
-        "lr": (lambda v: v > 0, "> 0"),
-        "clip_eps": (lambda v: 0 < v < 1, "in (0, 1)"),
-        "entropy_coef": (lambda v: v >= 0, ">= 0"),
-        "max_grad_norm": (lambda v: v > 0, "> 0"),
-    }
-
-
-@ALGORITHMS.register("ppo", PPOConfig)
+@ALGORITHMS.register("ppo")
 class PPO:
     """The PPO meta-update on ``MetaObjective``.
 

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 
 from ..core.maml import Adaptation
 from ..core.objective import MetaObjective
 from ..core.params import Params
-from .base import ALGORITHMS
-from .ppo import PPO, PPOConfig
+from .ppo import PPO
+from .settings import ALGORITHMS, ProMPConfig
 
 
-@dataclass
-class ProMPConfig(PPOConfig):
-    """``algorithm=promp``: the settings of ProMP's experiments (Rothfuss et al., 2019, App. and
-    their run scripts): 5 Adam steps of 1e-3 per batch, clip 0.3, KL penalty coefficient η = 5e-4
-    between the pre-update policies, not adapted (``adaptive_kl``: halve η when the KL is below
-    ``target_kl`` / 1.5, double it above 1.5 ``target_kl``). Use it with the LVC inner loss
-    (``inner.estimator=lvc``, the default), which is ProMP's."""
-
-    name: str = "promp"
-    kl_coef: float = 5e-4
-    adaptive_kl: bool = False
-    target_kl: float = 0.01
-    rules: ClassVar[dict] = {
-        **PPOConfig.rules,
-        "kl_coef": (lambda v: v >= 0, ">= 0"),
-        "target_kl": (lambda v: v > 0, "> 0"),
-    }
-
-
-@ALGORITHMS.register("promp", ProMPConfig)
+@ALGORITHMS.register("promp")
 class ProMP(PPO):
     """ProMP's meta-update: PPO's epochs on J(θ) = J^CLIP(θ'(θ)) − η · D̄_KL(π_θo ‖ π_θ).
 

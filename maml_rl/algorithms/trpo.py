@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -14,7 +13,7 @@ from tensordict import TensorDict
 from ..core.maml import Adaptation
 from ..core.objective import MetaObjective
 from ..core.params import Params
-from .base import ALGORITHMS, OuterLoopConfig
+from .settings import ALGORITHMS, TRPOConfig
 
 log = logging.getLogger(__name__)
 
@@ -101,28 +100,7 @@ def fisher_vector_product(objective: MetaObjective, theta: Params, adaptation: A
     return fvp
 
 
-@dataclass
-class TRPOConfig(OuterLoopConfig):
-    """``algorithm=trpo``: the settings of the MAML code (max_kl 0.01, 10 CG steps, 15 backtracks ×0.8)."""
-
-    name: str = "trpo"
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    ls_max_steps: int = 15
-    ls_backtrack_ratio: float = 0.8
-    fvp_subsample: float = 0.1  # fraction of episodes per task in Fisher-vector products; 1 = exact
-    rules: ClassVar[dict] = {
-        "max_kl": (lambda v: v > 0, "> 0"),
-        "cg_iters": (lambda v: v >= 1, ">= 1"),
-        "cg_damping": (lambda v: v >= 0, ">= 0"),
-        "ls_max_steps": (lambda v: v >= 1, ">= 1"),
-        "ls_backtrack_ratio": (lambda v: 0 < v < 1, "in (0, 1)"),
-        "fvp_subsample": (lambda v: 0 < v <= 1, "in (0, 1] (1 = exact Fisher-vector products)"),
-    }
-
-
-@ALGORITHMS.register("trpo", TRPOConfig)
+@ALGORITHMS.register("trpo")
 class TRPO:
     """The TRPO meta-update (Schulman et al., 2015, Section 6 and App. C) on ``MetaObjective``.
 

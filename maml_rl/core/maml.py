@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING
 import torch
 from tensordict import TensorDict
 
+from . import ESTIMATORS
 from .params import Params, expand_params, masked_task_mean
 from .sampler import episode_returns, valid_steps
 
 if TYPE_CHECKING:
     from ..policies.base import Policy
-
-ESTIMATORS = ("maml", "lvc")
 
 
 def vpg_loss(policy: Policy, params: Params, episodes: TensorDict, estimator: str = "maml") -> torch.Tensor:

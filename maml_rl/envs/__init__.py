@@ -1,8 +1,6 @@
-"""Task distributions: the TaskFamily and TaskEnv bases and the registry (``base``), one module per family."""
+"""Task distributions: the TaskFamily and TaskEnv bases and their builder (``base``), every family's
+settings and the registry (``settings``, torch-free), one module per family."""
 
-from ..registry import import_modules
-from .base import ENVS, EnvConfig, TaskEnv, TaskFamily, build_family
+from .settings import ENVS, EnvConfig
 
-__all__ = ["ENVS", "EnvConfig", "TaskEnv", "TaskFamily", "build_family"]
-
-import_modules(__name__, __path__)  # every module registers its plug-in
+__all__ = ["ENVS", "EnvConfig"]

@@ -3,7 +3,6 @@ settings and the registry of families."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,36 +11,7 @@ from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.transforms import ActionScaling
 
-from ..registry import Registry, Settings
-
-
-@dataclass
-class EnvConfig(Settings):
-    """A task family and the paper's settings for it; the top-level ``meta_batch_size``,
-    ``episodes_per_task`` and ``inner.lr`` default to its values. Each family subclasses it
-    with its name and the settings that differ (defaults: 2D navigation, Finn et al., 2017,
-    Section 5.3 and App. A.2: horizon 100, 20 tasks × 20 episodes, α = 0.1). ``eval_lr`` and
-    ``eval_episodes_per_task`` are the paper's evaluation protocol for the family, the defaults of
-    ``eval.lr`` / ``eval.episodes_per_task`` (navigation: step size 0.1 for the first step and 0.05
-    after it, 40 episodes per update; Section 5.3)."""
-
-    name: str = "navigation"
-    horizon: int = 100
-    meta_batch_size: int = 20
-    episodes_per_task: int = 20
-    inner_lr: float = 0.1
-    eval_lr: list[float] = field(default_factory=lambda: [0.1, 0.05])
-    eval_episodes_per_task: int = 40
-    normalize_observations: bool = False  # running mean/std of observations in the policy
-    normalize_actions: bool = True  # the policy acts in [-1, 1], rescaled to the env's bounds (rllab's normalize)
-    rules: ClassVar[dict] = {
-        "horizon": (lambda v: v >= 1, ">= 1"),
-        "meta_batch_size": (lambda v: v >= 1, ">= 1"),
-        "episodes_per_task": (lambda v: v >= 1, ">= 1"),
-        "inner_lr": (lambda v: v > 0, "> 0"),
-        "eval_lr": (lambda v: len(v) > 0 and min(v) > 0, "a non-empty list of step sizes > 0"),
-        "eval_episodes_per_task": (lambda v: v >= 1, ">= 1"),
-    }
+from .settings import ENVS, EnvConfig
 
 
 class TaskEnv(EnvBase):
@@ -177,9 +147,6 @@ class TaskFamily:
         ``Evaluation``: its tasks, table, paths and deterministic rewards), written to
         ``out_dir``; returns their paths. None by default."""
         return []
-
-
-ENVS = Registry("env")  # task families by name
 
 
 def build_family(config: EnvConfig, threads: int = 0) -> TaskFamily:

@@ -14,15 +14,15 @@ One env instance per ``[task, episode]`` slot, stepped together through gymnasiu
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
 
-from .base import ENVS, EnvConfig, TaskEnv, TaskFamily
+from .base import TaskEnv, TaskFamily
+from .settings import ENVS, GymnasiumConfig
 
 PROTOCOL = ("sample_tasks", "set_task")
 
@@ -53,30 +53,6 @@ def env_creator(env_id: str, kwargs: dict[str, Any]):
     return lambda: gymnasium.make(env_id, **kwargs)
 
 
-@dataclass
-class GymnasiumConfig(EnvConfig):
-    """``env=gymnasium``: ``id`` a registered gymnasium id or an entry point ``module:Class`` whose env
-    implements ``sample_tasks`` / ``set_task`` (see the module), built with ``kwargs``;
-    ``horizon`` the steps per episode (the sampler's time limit; the env's own may end it sooner)."""
-
-    name: str = "gymnasium"
-    id: str = ""
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    rules: ClassVar[dict] = {
-        **EnvConfig.rules,
-        "id": (lambda v: bool(v), "a registered gymnasium id or an entry point module:Class"),
-    }
-
-    def check(self) -> None:
-        """Build one env and check the protocol and its spaces.
-
-        Raises:
-            ValueError: an id that cannot be built, an env without ``sample_tasks`` / ``set_task``,
-                spaces that are not flat boxes, or unbounded actions with ``normalize_actions``.
-        """
-        Gymnasium(self)
-
-
 def box_size(space: Any, what: str, env_id: str) -> int:
     """The size of a flat ``Box`` space.
 
@@ -90,7 +66,7 @@ def box_size(space: Any, what: str, env_id: str) -> int:
     return space.shape[0]
 
 
-@ENVS.register("gymnasium", GymnasiumConfig)
+@ENVS.register("gymnasium")
 class Gymnasium(TaskFamily):
     """The task family of a MetaEnv-protocol gymnasium env. Tasks are the env's own objects, kept
     in ``tasks``; ``sample_tasks`` returns their indices ``[num_tasks]`` (float64), drawn with the

@@ -17,7 +17,6 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,7 +28,8 @@ from mujoco import rollout as mj_rollout
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
 
-from .base import ENVS, EnvConfig, TaskEnv, TaskFamily
+from .base import TaskEnv, TaskFamily
+from .settings import ENVS
 
 ASSETS = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets"
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS  # [time, qpos, qvel, act, ...]
@@ -63,19 +63,6 @@ def load_model(model_file: str) -> mujoco.MjModel:
 def available_threads() -> int:
     """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@dataclass
-class LocomotionConfig(EnvConfig):
-    """The MuJoCo families (Finn et al., 2017, Section 5.3, App. A.2): horizon 200, 40 tasks ×
-    20 episodes, α = 0.1, running observation normalisation; evaluated with the training step size
-    and episodes per update."""
-
-    horizon: int = 200
-    meta_batch_size: int = 40
-    eval_lr: list[float] = field(default_factory=lambda: [0.1])
-    eval_episodes_per_task: int = 20
-    normalize_observations: bool = True
 
 
 class LocomotionEnv(TaskEnv):
@@ -294,14 +281,6 @@ class DirectionTasks:
         return ["forward" if d > 0 else "backward" for d in tasks.tolist()]
 
 
-def family_config(name: str, **defaults) -> type:
-    """The settings dataclass of one family: ``LocomotionConfig`` with its ``name`` and the
-    defaults in which it differs (the ant forward/backward task used 40 episodes per task, App. A.2)."""
-    values = {"name": name, **defaults}
-    return make_dataclass(f"{name}_config", [(k, type(v), field(default=v)) for k, v in values.items()],
-                          bases=(LocomotionConfig,))
-
-
 class AntVelEnv(VelocityTasks, AntEnv):
     """``ant``: goal velocity ~ U[0, 3] (Finn et al., 2017, Section 5.3); the MAML code adds a
     bonus of 1 per step to the velocity term so that the ant is not rewarded for ending the episode."""
@@ -348,21 +327,21 @@ class LocomotionFamily(TaskFamily):
         return self.env_class(num_tasks, episodes_per_task, oracle=oracle, threads=self.threads, generator=generator)
 
 
-@ENVS.register("ant", family_config("ant"))
+@ENVS.register("ant")
 class AntVel(LocomotionFamily):
     env_class = AntVelEnv
 
 
-@ENVS.register("ant_dir", family_config("ant_dir", episodes_per_task=40, eval_episodes_per_task=40))
+@ENVS.register("ant_dir")
 class AntDir(LocomotionFamily):
     env_class = AntDirEnv
 
 
-@ENVS.register("halfcheetah_vel", family_config("halfcheetah_vel"))
+@ENVS.register("halfcheetah_vel")
 class HalfCheetahVel(LocomotionFamily):
     env_class = HalfCheetahVelEnv
 
 
-@ENVS.register("halfcheetah_dir", family_config("halfcheetah_dir"))
+@ENVS.register("halfcheetah_dir")
 class HalfCheetahDir(LocomotionFamily):
     env_class = HalfCheetahDirEnv

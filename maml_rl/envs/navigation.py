@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,15 +9,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
 
 from ..figures import pyplot
-from .base import ENVS, EnvConfig, TaskEnv, TaskFamily
-
-
-@dataclass
-class NavigationConfig(EnvConfig):
-    """``env=navigation``: horizon 100, 20 tasks × 20 episodes, α = 0.1 (Finn et al., 2017, App. A.2);
-    positions are already in [-1, 1], so observations are not normalised."""
-
-    name: str = "navigation"
+from .base import TaskEnv, TaskFamily
+from .settings import ENVS
 
 
 class Navigation2DEnv(TaskEnv):
@@ -96,7 +88,7 @@ class Navigation2DEnv(TaskEnv):
         return None
 
 
-@ENVS.register("navigation", NavigationConfig)
+@ENVS.register("navigation")
 class Navigation(TaskFamily):
     """2D navigation's task family: goals uniform in ``[-0.5, 0.5]²`` (Finn et al., 2017, Section
     5.3), simulated by ``Navigation2DEnv``; its evaluation figure is Figure 4's lower panels."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,87 +22,14 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, Unbounded
 
 from ..figures import pyplot
-from .base import ENVS, EnvConfig, TaskEnv, TaskFamily
+from .base import TaskEnv, TaskFamily
+from .settings import BUILTIN, ENVS, TradingConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
 COLUMNS = ("Date", "Open", "High", "Low", "Close", "Volume")
-# name → (package, file inside it, its date column, its date format); read without importing the package
-BUILTIN = {
-    "GOOGL": ("gym_anytrading", "datasets/data/STOCKS_GOOGL.csv", "Date", None),
-    "EURUSD_1H": ("gym_anytrading", "datasets/data/FOREX_EURUSD_1H_ASK.csv", "Time", "%d.%m.%Y %H:%M:%S.%f"),
-    "GOOG": ("backtesting", "test/GOOG.csv", 0, None),
-    "EURUSD": ("backtesting", "test/EURUSD.csv", 0, None),
-    "BTCUSD": ("backtesting", "test/BTCUSD.csv", 0, None),
-    "SP500": ("arch", "data/sp500/sp500.csv.gz", "Date", "%m/%d/%Y"),  # daily, 1999–2018: through 2000–02 and 2008
-    "NASDAQ": ("arch", "data/nasdaq/nasdaq.csv.gz", "Date", "%m/%d/%Y"),
-}
-SUPPORTS = ("preceding", "in_sample")  # where the support episodes of a window trade
 PERCENT = 100.0  # rewards are in percent of log-return: a window's return reads as "+1.3 %"
-
-
-@dataclass
-class TradingConfig(EnvConfig):
-    """``env=trading``: windows of ``horizon`` bars (default 100), 20 tasks × 20 episodes, α = 1.
-
-    ``data``: built-in series (``GOOGL`` daily 2009–2018 and ``EURUSD_1H`` hourly 2017, from
-    gym-anytrading; ``GOOG``, ``EURUSD``, ``BTCUSD`` from backtesting.py; ``SP500`` and ``NASDAQ``
-    daily 1999–2018, 5,031 bars each, from arch) or CSV paths with
-    columns Date/Open/High/Low/Close/Volume. The default pair has no underlying in common: GOOG
-    and GOOGL (or the two EUR/USD files) together would put one series' evaluation period in the
-    other's training part. ``lookback``: log-returns in the observation; ``commission``: cost per
-    unit of position traded (0.001 = 0.1 %); ``split``: the fraction of each series for training
-    windows, the rest for evaluation windows. ``support``: where a window's support episodes (the
-    ones the policy adapts on) trade: ``preceding`` (default, walk-forward), the ``horizon`` bars
-    just before the window, so that an adapted policy is scored only on bars it has not seen; or
-    ``in_sample``, the window itself (rows labelled in-sample wherever they are shown).
-    ``momentum_bars``, ``ma_bars`` (fast, slow), ``vol_bars`` and ``vol_target`` (annualised) set
-    the rule-based references evaluation scores beside buy-and-hold (``Trading.references``).
-    """
-
-    name: str = "trading"
-    data: list[str] = field(default_factory=lambda: ["GOOGL", "EURUSD_1H"])
-    lookback: int = 10
-    commission: float = 0.001
-    split: float = 0.8
-    support: str = "preceding"
-    momentum_bars: int = 50
-    ma_bars: list[int] = field(default_factory=lambda: [20, 100])
-    vol_bars: int = 20
-    vol_target: float = 0.10
-    inner_lr: float = 1.0  # at 0.1 one step barely moves a position; see docs/trading.md
-    eval_lr: list[float] = field(default_factory=lambda: [1.0])
-    eval_episodes_per_task: int = 20
-    rules: ClassVar[dict] = {
-        **EnvConfig.rules,
-        "data": (lambda v: len(v) > 0, f"a non-empty list of CSV paths or built-in series {sorted(BUILTIN)}"),
-        "lookback": (lambda v: v >= 1, ">= 1"),
-        "commission": (lambda v: 0 <= v < 1, "in [0, 1)"),
-        "split": (lambda v: 0 < v < 1, "in (0, 1)"),
-        "support": (lambda v: v in SUPPORTS, f"one of {list(SUPPORTS)}"),
-        "momentum_bars": (lambda v: v >= 1, ">= 1"),
-        "ma_bars": (lambda v: len(v) == 2 and 1 <= v[0] < v[1], "[fast, slow] with 1 <= fast < slow"),
-        "vol_bars": (lambda v: v >= 2, ">= 2"),
-        "vol_target": (lambda v: v > 0, "> 0 (an annualised volatility, 0.10 = 10 %)"),
-    }
-
-    def check(self) -> None:
-        """Read every series and check that both its parts hold a window.
-
-        Raises:
-            ValueError: one line naming the file, the line and the problem (see ``read_series``).
-        """
-        load_market(tuple(self.data), self.split, self.lookback, self.horizon, self.history())
-
-    def history(self) -> int:
-        """Bars a window needs before its own lookback: its support window's, when it precedes, and
-        what the rule-based references read before the first decision."""
-        return max(self.horizon if self.support == "preceding" else 0, self.rule_bars() - self.lookback, 0)
-
-    def rule_bars(self) -> int:
-        """The closes the longest rule-based reference reads before a decision."""
-        return max(self.momentum_bars, self.ma_bars[-1], self.vol_bars)
 
 
 def _builtin_path(name: str) -> Path:
@@ -310,7 +237,7 @@ def window_returns(market: Market, tasks: torch.Tensor, horizon: int, lookback: 
     return market.log_returns[asset[:, None, None], seen], market.earned(asset, start, horizon)
 
 
-@ENVS.register("trading", TradingConfig)
+@ENVS.register("trading")
 class Trading(TaskFamily):
     """Trading's task family: windows of recorded prices (``load_market``, read once), simulated by
     ``TradingEnv``; each episode is backtested (``episode_statistics``) beside buy-and-hold and

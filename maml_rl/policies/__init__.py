@@ -1,8 +1,6 @@
-"""Policies: the Policy protocol and registry (``base``) and one module per policy type."""
+"""Policies: the Policy protocol and its builders (``base``), every type's settings and the registry
+(``settings``, torch-free), one module per policy type."""
 
-from ..registry import import_modules
-from .base import POLICIES, Policy, PolicyConfig, build_policy, load_policy, policy_from_state
+from .settings import POLICIES, PolicyConfig
 
-__all__ = ["POLICIES", "Policy", "PolicyConfig", "build_policy", "load_policy", "policy_from_state"]
-
-import_modules(__name__, __path__)  # every module registers its plug-in
+__all__ = ["POLICIES", "PolicyConfig"]

@@ -11,7 +11,6 @@ registers itself plus its ``conf/policy/<name>.yaml``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -21,12 +20,7 @@ from torch.func import functional_call, vmap
 
 from ..core.checkpoint import load_checkpoint
 from ..core.params import Dist, Params
-from ..registry import Registry, Settings
-
-
-@dataclass
-class PolicyConfig(Settings):
-    """Settings of a policy type; each type subclasses it with its name, fields and defaults."""
+from .settings import POLICIES, PolicyConfig
 
 
 @runtime_checkable
@@ -92,7 +86,6 @@ class Policy(Protocol):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> Any: ...
 
 
-POLICIES = Registry("policy")
 
 
 class ObservationNormalizer(nn.Module):

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 from tensordict import TensorDict
 from torch import nn
 
 from ..core.params import Dist
-from .base import POLICIES, FunctionalPolicy, PolicyConfig, rows_per_chunk
+from .base import FunctionalPolicy, rows_per_chunk
+from .settings import POLICIES
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-
-
-@dataclass
-class GaussianMLPConfig(PolicyConfig):
-    """``policy=mlp``: two layers of 100 ReLU units and initial std 1 (Finn et al., 2017, Section 5.3)."""
-
-    name: str = "mlp"
-    hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
-    activation: str = "relu"
-    init_std: float = 1.0
-    rules: ClassVar[dict] = {
-        "hidden_sizes": (lambda v: len(v) >= 1 and all(h >= 1 for h in v), "a non-empty list of sizes >= 1"),
-        "activation": (lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
-        "init_std": (lambda v: v > 0, "> 0"),
-    }
+ACTIVATION_LAYERS = {"relu": nn.ReLU, "tanh": nn.Tanh}  # the layer of each name in settings.ACTIVATIONS
 
 
 class DiagonalGaussian:
@@ -65,7 +49,7 @@ class DiagonalGaussian:
         return (dist["log_std"] + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
 
 
-@POLICIES.register("mlp", GaussianMLPConfig)
+@POLICIES.register("mlp")
 class GaussianMLPPolicy(DiagonalGaussian, FunctionalPolicy):
     """π(a|s) = N(μ_θ(s), diag(σ²)) with an MLP mean and a state-independent log-std.
 
@@ -89,15 +73,15 @@ class GaussianMLPPolicy(DiagonalGaussian, FunctionalPolicy):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes, activation: str, init_std: float,
                  normalize_observations: bool = False):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if activation not in ACTIVATION_LAYERS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATION_LAYERS)}, got {activation!r}")
         if init_std <= 0:
             raise ValueError(f"init_std must be > 0, got {init_std}")
         super().__init__(obs_dim, act_dim, normalize_observations, hidden_sizes=tuple(hidden_sizes),
                          activation=activation, init_std=init_std)
         layers, size = [], obs_dim
         for hidden in hidden_sizes:
-            layers += [nn.Linear(size, hidden), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(size, hidden), ACTIVATION_LAYERS[activation]()]
             size = hidden
         layers.append(nn.Linear(size, act_dim))
         self.mean = nn.Sequential(*layers)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 from tensordict import TensorDict
@@ -12,36 +10,9 @@ from torch import nn
 
 from ..core.params import Dist
 from ..core.sampler import episode_returns
-from .base import POLICIES, FunctionalPolicy, PolicyConfig, rows_per_chunk
-from .gaussian_mlp import ACTIVATIONS, DiagonalGaussian
-
-ADAPT = ("all", "gating", "experts")
-
-
-@dataclass
-class MixtureOfExpertsConfig(PolicyConfig):
-    """``policy=moe``: 4 experts of two 64-unit ReLU layers, a gate of one 32-unit layer at
-    temperature 1, every parameter adapted in the inner loop, no load-balancing term."""
-
-    name: str = "moe"
-    num_experts: int = 4
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])  # each expert's mean network
-    gate_hidden_sizes: list[int] = field(default_factory=lambda: [32])  # the gating network
-    activation: str = "relu"
-    temperature: float = 1.0  # τ of softmax(logits / τ); lower: sharper gates
-    init_std: float = 1.0
-    adapt: str = "all"  # which parameters the inner loop adapts: all | gating | experts
-    balance_coef: float = 0.0  # weight of the load-balancing loss in the outer objective
-    rules: ClassVar[dict] = {
-        "num_experts": (lambda v: v >= 1, ">= 1"),
-        "hidden_sizes": (lambda v: len(v) >= 1 and all(h >= 1 for h in v), "a non-empty list of sizes >= 1"),
-        "gate_hidden_sizes": (lambda v: all(h >= 1 for h in v), "a list of sizes >= 1 (empty: a linear gate)"),
-        "activation": (lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
-        "temperature": (lambda v: v > 0, "> 0"),
-        "init_std": (lambda v: v > 0, "> 0"),
-        "adapt": (lambda v: v in ADAPT, f"one of {list(ADAPT)}"),
-        "balance_coef": (lambda v: v >= 0, ">= 0"),
-    }
+from .base import FunctionalPolicy, rows_per_chunk
+from .gaussian_mlp import ACTIVATION_LAYERS, DiagonalGaussian
+from .settings import ADAPT, POLICIES, MixtureOfExpertsConfig
 
 
 class ExpertLayer(nn.Module):
@@ -58,7 +29,7 @@ class ExpertLayer(nn.Module):
         return torch.einsum("...ki,koi->...ko", x, self.weight) + self.bias
 
 
-@POLICIES.register("moe", MixtureOfExpertsConfig)
+@POLICIES.register("moe")
 class MixtureOfExpertsPolicy(DiagonalGaussian, FunctionalPolicy):
     """π(a|s) = N(Σ_k g_k(s) μ_k(s), diag(σ²)): a gated mean of K expert means.
 
@@ -93,7 +64,7 @@ class MixtureOfExpertsPolicy(DiagonalGaussian, FunctionalPolicy):
     def __init__(self, obs_dim: int, act_dim: int, num_experts: int, hidden_sizes, gate_hidden_sizes,
                  activation: str, temperature: float, init_std: float, adapt: str = "all",
                  balance_coef: float = 0.0, normalize_observations: bool = False):
-        checks = {"num_experts": num_experts >= 1, "activation": activation in ACTIVATIONS,
+        checks = {"num_experts": num_experts >= 1, "activation": activation in ACTIVATION_LAYERS,
                   "temperature": temperature > 0, "init_std": init_std > 0, "adapt": adapt in ADAPT,
                   "balance_coef": balance_coef >= 0}
         for name, ok in checks.items():
@@ -106,12 +77,12 @@ class MixtureOfExpertsPolicy(DiagonalGaussian, FunctionalPolicy):
         self.num_experts, self.temperature, self.adapt, self.balance_coef = num_experts, temperature, adapt, balance_coef
         layers, size = [], obs_dim
         for hidden in hidden_sizes:
-            layers += [ExpertLayer(num_experts, size, hidden), ACTIVATIONS[activation]()]
+            layers += [ExpertLayer(num_experts, size, hidden), ACTIVATION_LAYERS[activation]()]
             size = hidden
         self.experts = nn.Sequential(*layers, ExpertLayer(num_experts, size, act_dim))
         gate, size = [], obs_dim
         for hidden in gate_hidden_sizes:
-            gate += [nn.Linear(size, hidden), ACTIVATIONS[activation]()]
+            gate += [nn.Linear(size, hidden), ACTIVATION_LAYERS[activation]()]
             size = hidden
         self.gate = nn.Sequential(*gate, nn.Linear(size, num_experts))
         for layer in self.gate:

@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..algorithms import build_outer_loop
+from ..algorithms.base import build_outer_loop
 from ..config import default_suppliers, settings
 from ..core.maml import InnerLoop
 from ..core.sampler import Sampler
-from ..envs import TaskFamily, build_family
-from ..policies import Policy, build_policy
+from ..envs.base import TaskFamily, build_family
+from ..policies.base import Policy, build_policy
 from ..tracking import TRACKERS, Tracker
 from .sweeps import run_name
 from .trainer import Trainer, TrainerSettings

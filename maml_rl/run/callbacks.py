@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import settings
 from ..tracking import TRACKERS, TrackingUnavailable
-from .jobs import Refused, run_evaluation
+from .exits import Refused
 from .sweeps import SWEEP_KEYS, swept_keys
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ class EvaluateSweep(Callback):
         cfg.eval.sweep_dir = str(sweep_dir)
         log.info("evaluating the checkpoints of %s", sweep_dir)
         try:
+            from .jobs import run_evaluation  # torch: only once the sweep has run
+
             run_evaluation(cfg, sweep_dir / "evaluation", Path.cwd())
         except Refused as err:
             print(f"maml_rl: {err}", file=sys.stderr)

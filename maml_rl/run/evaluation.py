@@ -25,9 +25,9 @@ from ..config import SEED_LIMIT, settings
 from ..core.checkpoint import load_checkpoint, tracked_run
 from ..core.maml import Adaptation
 from ..core.sampler import episode_returns
-from ..envs import TaskFamily
+from ..envs.base import TaskFamily
 from ..figures import plot_activation
-from ..policies import Policy, policy_from_state
+from ..policies.base import Policy, policy_from_state
 from .build import (
     build_inner_loop,
     build_sampler,

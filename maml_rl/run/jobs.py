@@ -5,8 +5,6 @@ run the evaluation after a sweep."""
 from __future__ import annotations
 
 import logging
-import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from ..config import ConfigError, settings
 from ..core.checkpoint import load_checkpoint, tracked_run
 from ..tracking import Tracker, TrackingUnavailable
 from .build import build_trainer, family_of, resolve_checkpoint, start_tracker
+from .exits import Refused, remove_launch_dir
 from .report import format_paired, format_statistics, format_table, metric_name, statistics_of, step_sizes
 from .sweeps import override_key, sweep_run_name
 from .trainer import Stopped
@@ -24,28 +23,6 @@ log = logging.getLogger("maml_rl")
 
 # what a resumed run may change: how long it runs, how often it checkpoints, the threads it uses
 RESUMABLE = ("resume", "num_iterations", "checkpoint_every", "threads", "mode")
-
-
-class Refused(Exception):
-    """A job that cannot start; the message is the one line the user reads (nothing was done)."""
-
-
-def remove_launch_dir(run_dir: Path) -> None:
-    """Remove what Hydra wrote for this launch (``.hydra/``, ``maml_rl.log``), then the dir and the
-    parents Hydra made for it (``outputs/<date>/``) as far as they are empty, up to the launch dir:
-    a dir that holds anything more (a checkpoint, other runs, ``hydra.run.dir=.``) is left as it is."""
-    if (run_dir / "checkpoint.pt").exists():
-        return
-    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-    (run_dir / "maml_rl.log").unlink(missing_ok=True)
-    launch = Path.cwd().resolve()
-    for folder in [run_dir.resolve(), *run_dir.resolve().parents]:
-        if folder == launch or launch not in folder.parents:
-            break
-        try:
-            folder.rmdir()
-        except OSError:  # not empty: something else lives there
-            break
 
 
 def say_where(tracker: Tracker) -> None:
@@ -226,17 +203,3 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
     log.info("evaluation written to %s", out_dir)
     say_where(tracker)
     return results
-
-
-def refuse(run_dir: Path, message: str):
-    """Exit 2 with one line on stderr, leaving no output dir behind."""
-    remove_launch_dir(run_dir)
-    print(f"maml_rl: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def stopped(err: Stopped, run_dir: Path):
-    """The one line after a stop (where the checkpoint is, how to continue), then exit 128 + the signal
-    (130 for SIGINT, 143 for SIGTERM)."""
-    print(f"maml_rl: {err}: checkpoint {err.checkpoint}; continue with: python -m maml_rl resume={run_dir}")
-    sys.exit(128 + err.signum)

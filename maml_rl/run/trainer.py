@@ -15,14 +15,14 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..algorithms import OuterLoop
+from ..algorithms.base import OuterLoop
 from ..core.checkpoint import save_checkpoint
 from ..core.maml import InnerLoop
 from ..core.objective import MetaObjective
 from ..core.sampler import Sampler, episode_returns
-from ..envs import TaskFamily
+from ..envs.base import TaskFamily
 from ..figures import plot_activation, plot_learning_curve
-from ..policies import Policy
+from ..policies.base import Policy
 from ..tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)

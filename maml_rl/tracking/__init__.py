@@ -6,4 +6,4 @@ from .base import TRACKERS, NullTracker, Tracker, TrackingConfig, TrackingUnavai
 
 __all__ = ["TRACKERS", "NullTracker", "Tracker", "TrackingConfig", "TrackingUnavailable"]
 
-import_modules(__name__, __path__)  # every module registers its plug-in
+import_modules(__name__)  # every module registers its plug-in (each imports its library only when a run starts)

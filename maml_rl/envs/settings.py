@@ -1,0 +1,178 @@
+"""The settings of every task family (the ``env`` group's schema), torch-free: the command line is
+checked against them before torch is imported. Each family's module implements its settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any, ClassVar
+
+from ..registry import Registry, Settings
+
+ENVS = Registry("env", package="maml_rl.envs")  # task families by name
+
+
+@dataclass
+class EnvConfig(Settings):
+    """A task family and the paper's settings for it; the top-level ``meta_batch_size``,
+    ``episodes_per_task`` and ``inner.lr`` default to its values. Each family subclasses it
+    with its name and the settings that differ (defaults: 2D navigation, Finn et al., 2017,
+    Section 5.3 and App. A.2: horizon 100, 20 tasks × 20 episodes, α = 0.1). ``eval_lr`` and
+    ``eval_episodes_per_task`` are the paper's evaluation protocol for the family, the defaults of
+    ``eval.lr`` / ``eval.episodes_per_task`` (navigation: step size 0.1 for the first step and 0.05
+    after it, 40 episodes per update; Section 5.3)."""
+
+    name: str = "navigation"
+    horizon: int = 100
+    meta_batch_size: int = 20
+    episodes_per_task: int = 20
+    inner_lr: float = 0.1
+    eval_lr: list[float] = field(default_factory=lambda: [0.1, 0.05])
+    eval_episodes_per_task: int = 40
+    normalize_observations: bool = False  # running mean/std of observations in the policy
+    normalize_actions: bool = True  # the policy acts in [-1, 1], rescaled to the env's bounds (rllab's normalize)
+    rules: ClassVar[dict] = {
+        "horizon": (lambda v: v >= 1, ">= 1"),
+        "meta_batch_size": (lambda v: v >= 1, ">= 1"),
+        "episodes_per_task": (lambda v: v >= 1, ">= 1"),
+        "inner_lr": (lambda v: v > 0, "> 0"),
+        "eval_lr": (lambda v: len(v) > 0 and min(v) > 0, "a non-empty list of step sizes > 0"),
+        "eval_episodes_per_task": (lambda v: v >= 1, ">= 1"),
+    }
+
+
+@ENVS.declare("navigation")
+@dataclass
+class NavigationConfig(EnvConfig):
+    """``env=navigation``: horizon 100, 20 tasks × 20 episodes, α = 0.1 (Finn et al., 2017, App. A.2);
+    positions are already in [-1, 1], so observations are not normalised."""
+
+    name: str = "navigation"
+
+
+@dataclass
+class LocomotionConfig(EnvConfig):
+    """The MuJoCo families (Finn et al., 2017, Section 5.3, App. A.2): horizon 200, 40 tasks ×
+    20 episodes, α = 0.1, running observation normalisation; evaluated with the training step size
+    and episodes per update."""
+
+    horizon: int = 200
+    meta_batch_size: int = 40
+    eval_lr: list[float] = field(default_factory=lambda: [0.1])
+    eval_episodes_per_task: int = 20
+    normalize_observations: bool = True
+
+
+def family_config(name: str, **defaults) -> type:
+    """The settings dataclass of one family: ``LocomotionConfig`` with its ``name`` and the
+    defaults in which it differs (the ant forward/backward task used 40 episodes per task, App. A.2)."""
+    values = {"name": name, **defaults}
+    return make_dataclass(f"{name}_config", [(k, type(v), field(default=v)) for k, v in values.items()],
+                          bases=(LocomotionConfig,))
+
+
+ENVS.declare("ant")(family_config("ant"))
+ENVS.declare("ant_dir")(family_config("ant_dir", episodes_per_task=40, eval_episodes_per_task=40))
+ENVS.declare("halfcheetah_vel")(family_config("halfcheetah_vel"))
+ENVS.declare("halfcheetah_dir")(family_config("halfcheetah_dir"))
+
+
+# name → (package, file inside it, its date column, its date format); read without importing the package
+BUILTIN = {
+    "GOOGL": ("gym_anytrading", "datasets/data/STOCKS_GOOGL.csv", "Date", None),
+    "EURUSD_1H": ("gym_anytrading", "datasets/data/FOREX_EURUSD_1H_ASK.csv", "Time", "%d.%m.%Y %H:%M:%S.%f"),
+    "GOOG": ("backtesting", "test/GOOG.csv", 0, None),
+    "EURUSD": ("backtesting", "test/EURUSD.csv", 0, None),
+    "BTCUSD": ("backtesting", "test/BTCUSD.csv", 0, None),
+    "SP500": ("arch", "data/sp500/sp500.csv.gz", "Date", "%m/%d/%Y"),  # daily, 1999–2018: through 2000–02 and 2008
+    "NASDAQ": ("arch", "data/nasdaq/nasdaq.csv.gz", "Date", "%m/%d/%Y"),
+}
+SUPPORTS = ("preceding", "in_sample")  # where the support episodes of a window trade
+
+
+@ENVS.declare("trading")
+@dataclass
+class TradingConfig(EnvConfig):
+    """``env=trading``: windows of ``horizon`` bars (default 100), 20 tasks × 20 episodes, α = 1.
+
+    ``data``: built-in series (``GOOGL`` daily 2009–2018 and ``EURUSD_1H`` hourly 2017, from
+    gym-anytrading; ``GOOG``, ``EURUSD``, ``BTCUSD`` from backtesting.py; ``SP500`` and ``NASDAQ``
+    daily 1999–2018, 5,031 bars each, from arch) or CSV paths with
+    columns Date/Open/High/Low/Close/Volume. The default pair has no underlying in common: GOOG
+    and GOOGL (or the two EUR/USD files) together would put one series' evaluation period in the
+    other's training part. ``lookback``: log-returns in the observation; ``commission``: cost per
+    unit of position traded (0.001 = 0.1 %); ``split``: the fraction of each series for training
+    windows, the rest for evaluation windows. ``support``: where a window's support episodes (the
+    ones the policy adapts on) trade: ``preceding`` (default, walk-forward), the ``horizon`` bars
+    just before the window, so that an adapted policy is scored only on bars it has not seen; or
+    ``in_sample``, the window itself (rows labelled in-sample wherever they are shown).
+    ``momentum_bars``, ``ma_bars`` (fast, slow), ``vol_bars`` and ``vol_target`` (annualised) set
+    the rule-based references evaluation scores beside buy-and-hold (``Trading.references``).
+    """
+
+    name: str = "trading"
+    data: list[str] = field(default_factory=lambda: ["GOOGL", "EURUSD_1H"])
+    lookback: int = 10
+    commission: float = 0.001
+    split: float = 0.8
+    support: str = "preceding"
+    momentum_bars: int = 50
+    ma_bars: list[int] = field(default_factory=lambda: [20, 100])
+    vol_bars: int = 20
+    vol_target: float = 0.10
+    inner_lr: float = 1.0  # at 0.1 one step barely moves a position; see docs/trading.md
+    eval_lr: list[float] = field(default_factory=lambda: [1.0])
+    eval_episodes_per_task: int = 20
+    rules: ClassVar[dict] = {
+        **EnvConfig.rules,
+        "data": (lambda v: len(v) > 0, f"a non-empty list of CSV paths or built-in series {sorted(BUILTIN)}"),
+        "lookback": (lambda v: v >= 1, ">= 1"),
+        "commission": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "split": (lambda v: 0 < v < 1, "in (0, 1)"),
+        "support": (lambda v: v in SUPPORTS, f"one of {list(SUPPORTS)}"),
+        "momentum_bars": (lambda v: v >= 1, ">= 1"),
+        "ma_bars": (lambda v: len(v) == 2 and 1 <= v[0] < v[1], "[fast, slow] with 1 <= fast < slow"),
+        "vol_bars": (lambda v: v >= 2, ">= 2"),
+        "vol_target": (lambda v: v > 0, "> 0 (an annualised volatility, 0.10 = 10 %)"),
+    }
+
+    def check(self) -> None:
+        """Read every series and check that both its parts hold a window.
+
+        Raises:
+            ValueError: one line naming the file, the line and the problem (see ``read_series``).
+        """
+        ENVS[self.name].cls(self)  # the family reads its data once, here
+
+    def history(self) -> int:
+        """Bars a window needs before its own lookback: its support window's, when it precedes, and
+        what the rule-based references read before the first decision."""
+        return max(self.horizon if self.support == "preceding" else 0, self.rule_bars() - self.lookback, 0)
+
+    def rule_bars(self) -> int:
+        """The closes the longest rule-based reference reads before a decision."""
+        return max(self.momentum_bars, self.ma_bars[-1], self.vol_bars)
+
+
+@ENVS.declare("gymnasium")
+@dataclass
+class GymnasiumConfig(EnvConfig):
+    """``env=gymnasium``: ``id`` a registered gymnasium id or an entry point ``module:Class`` whose env
+    implements ``sample_tasks`` / ``set_task`` (see the module), built with ``kwargs``;
+    ``horizon`` the steps per episode (the sampler's time limit; the env's own may end it sooner)."""
+
+    name: str = "gymnasium"
+    id: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    rules: ClassVar[dict] = {
+        **EnvConfig.rules,
+        "id": (lambda v: bool(v), "a registered gymnasium id or an entry point module:Class"),
+    }
+
+    def check(self) -> None:
+        """Build one env and check the protocol and its spaces.
+
+        Raises:
+            ValueError: an id that cannot be built, an env without ``sample_tasks`` / ``set_task``,
+                spaces that are not flat boxes, or unbounded actions with ``normalize_actions``.
+        """
+        ENVS[self.name].cls(self)  # the family builds one env
