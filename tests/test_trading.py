@@ -25,6 +25,7 @@ from maml_rl.run.evaluation import evaluate, held_out_tasks, random_candidate
 from .conftest import TINY, composed
 from .test_cli import run_cli, runs_in
 
+GOOG_SPLIT = ("2010-01-01", "2011-06-01")  # GOOG runs 2004-08-19 … 2013-03-01
 SMALL = ["env=trading", "env.horizon=20", "meta_batch_size=3", "episodes_per_task=2", "num_iterations=2",
          "checkpoint_every=1", "policy.hidden_sizes=[8,8]", "threads=1"]
 
@@ -70,7 +71,7 @@ def test_equity_matches_backtesting_py_for_the_same_positions():
     assert stats["# Trades"] == 5
     equity = stats._equity_curve["Equity"].to_numpy()
     reference = equity[start + 1:start + horizon + 1] / equity[start]
-    env = TradingEnv(load_market(("GOOG",), 0.8, lookback, horizon), 1, 1, horizon, lookback, commission)
+    env = TradingEnv(load_market(("GOOG",), GOOG_SPLIT, lookback, horizon), 1, 1, horizon, lookback, commission)
     env.set_tasks(torch.tensor([[0.0, start, 0.0, 0.0]], dtype=torch.float64))
     rewards, _ = play(env, positions)
     ours = torch.exp(rewards.cumsum(0) / PERCENT).numpy()
@@ -94,7 +95,7 @@ def test_equity_matches_a_portfolio_rebalanced_at_every_close(path):
         equity *= 1 + p * (close[start + i + 1] / close[start + i] - 1)
         previous = p
         reference.append(equity)
-    env = TradingEnv(load_market(("GOOG",), 0.8, lookback, horizon), 1, 1, horizon, lookback, commission)
+    env = TradingEnv(load_market(("GOOG",), GOOG_SPLIT, lookback, horizon), 1, 1, horizon, lookback, commission)
     env.set_tasks(torch.tensor([[0.0, start, 0.0, 0.0]], dtype=torch.float64))
     rewards, _ = play(env, torch.from_numpy(positions))
     ours = torch.exp(rewards.cumsum(0) / PERCENT).numpy()
@@ -116,7 +117,7 @@ def test_observations_never_see_a_later_bar(tmp_path):
     horizon, lookback, start = 40, 10, 310
     observed = []
     for path in paths:
-        env = TradingEnv(load_market((str(path),), 0.8, lookback, horizon), 1, 1, horizon, lookback, 0.001)
+        env = TradingEnv(load_market((str(path),), ("2006-01-01", "2006-06-01"), lookback, horizon), 1, 1, horizon, lookback, 0.001)
         env.set_tasks(torch.tensor([[0.0, start, 0.0, 0.0]], dtype=torch.float64))
         observed.append(play(env, torch.linspace(-1, 1, horizon))[1])
     seen = t0 - start  # the decisions at bars start .. t0
@@ -125,37 +126,66 @@ def test_observations_never_see_a_later_bar(tmp_path):
     assert not torch.equal(observed[0][seen + 1], observed[1][seen + 1])  # the change shows from the next bar
 
 
-def test_training_and_test_windows_lie_on_their_side_of_the_split():
+def test_every_window_trades_bars_of_its_own_calendar_part():
+    """One calendar split for every series: a training window trades and reads only bars before the
+    validation date, a validation window trades only bars between the two dates, a test window only
+    bars from the test date on (its support window and look-back may read the past); sampled
+    windows reach both ends of their part."""
     horizon, lookback = 100, 10
-    family = build_family(settings(composed("env=trading", f"env.horizon={horizon}", f"env.lookback={lookback}",
-                                            "env.data=[GOOGL,EURUSD_1H]", "env.split=0.8"), "env"))
-    market = family.market
-    g = torch.Generator().manual_seed(0)
-    for split in ("train", "test"):
-        tasks = family.sample_tasks(4000, g, split=split)
+    family = build_family(settings(composed("env=trading", f"env.horizon={horizon}", f"env.lookback={lookback}"), "env"))
+    market, g = family.market, torch.Generator().manual_seed(0)
+    for asset in range(len(market.names)):  # the same dates cut every series
+        for j, date in enumerate(family.config.split_dates):
+            bar = int(market.bounds[asset, j])
+            assert str(market.dates[asset][bar])[:10] >= date > str(market.dates[asset][bar - 1])[:10]
+    for split in ("train", "validation", "test"):
+        tasks = family.sample_tasks(4000, g, split=split) if split != "test" else family.test_windows()
         asset, start = tasks[:, 0].long(), tasks[:, 1].long()
-        support = family.support_tasks(tasks)  # walk-forward: the window before, on the same side too
+        support = family.support_tasks(tasks)  # walk-forward: the window before, on the same asset
         assert torch.equal(support[:, 0], tasks[:, 0]) and torch.equal(support[:, 1], tasks[:, 1] - horizon)
-        first_bar, last_bar = support[:, 1].long() - lookback, start + horizon  # every close the two read
+        lo, hi = market.part(split)
+        assert (support[:, 1].long() - lookback >= 0).all()  # every close the two read exists
+        assert (start + 1 >= lo[asset]).all() and (start + horizon < hi[asset]).all()  # every bar traded
+        assert set(asset.tolist()) == {0, 1, 2}
         if split == "train":
-            assert (first_bar >= 0).all() and (last_bar < market.split_bar[asset]).all()
-        else:
-            assert (first_bar >= market.split_bar[asset]).all() and (last_bar < market.num_bars[asset]).all()
-        assert set(asset.tolist()) == {0, 1}
-        # the windows reach both ends of their part
-        assert (first_bar == (0 if split == "train" else market.split_bar[asset])).any()
-        assert (last_bar == (market.split_bar[asset] - 1 if split == "train" else market.num_bars[asset] - 1)).any()
+            assert (start + horizon < market.bounds[asset, 0]).all()
+        first, last = family.window_range(split)  # the part's windows reach both of its ends
+        assert torch.equal(last + horizon, hi - 1)
+        assert torch.equal(first + 1, lo) if split != "train" else (first == lookback + family.config.history()).all()
+        spread = (start - first[asset]) / (last - first)[asset]
+        assert spread.min() >= 0 and spread.max() <= 1
+        assert split == "test" or (spread.min() < 0.01 and spread.max() > 0.99)
 
 
-def test_evaluation_draws_held_out_windows():
-    cfg = composed("env=trading", "eval.num_tasks=500")
-    tasks = held_out_tasks(cfg)
-    market = load_market(tuple(cfg.env.data), cfg.env.split, cfg.env.lookback, cfg.env.horizon)
-    assert (tasks[:, 1] - cfg.env.lookback >= market.split_bar[tasks[:, 0].long()]).all()
+def test_test_windows_do_not_overlap_and_are_all_counted():
+    """Evaluation scores a deterministic set of test windows: per asset one every horizon bars from
+    the first one of the test part, never overlapping, in calendar slots that make the blocks of
+    the intervals; asking for more than there are is refused with the count."""
+    cfg = composed("env=trading", "eval.num_tasks=30")
+    family = family_of(cfg)
+    tasks = held_out_tasks(cfg, family)
+    assert torch.equal(tasks, held_out_tasks(composed("env=trading", "eval.num_tasks=30", "eval.seed=5"), family))
+    first, last = family.window_range("test")
+    for asset in range(3):
+        start = tasks[tasks[:, 0] == asset, 1].long()
+        assert start.tolist() == list(range(int(first[asset]), int(last[asset]) + 1, cfg.env.horizon))
+        assert int(last[asset]) - int(start[-1]) < cfg.env.horizon  # no room for another
+    assert family.task_blocks(tasks).tolist() == [slot for slot in range(10) for _ in range(3)]
+    assert family.task_groups(tasks)[:3] == ["SP500", "NASDAQ", "WTI"]
+    with pytest.raises(ValueError, match=r"eval.num_tasks=31: .* holds 30 windows of 100 bars that do not overlap "
+                                         r"\(SP500 10, NASDAQ 10, WTI 10\); set eval.num_tasks <= 30"):
+        held_out_tasks(composed("env=trading", "eval.num_tasks=31"), family)
+
+
+def test_asking_for_more_test_windows_than_there_are_is_refused_before_any_work(tmp_path):
+    proc = run_cli(tmp_path, "env=trading", "mode=evaluate", "eval.checkpoints=[nowhere]", "eval.num_tasks=40")
+    assert proc.returncode == 2
+    assert "holds 30 windows of 100 bars that do not overlap" in proc.stderr and "set eval.num_tasks <= 30" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists()
 
 
 def test_a_position_beyond_one_is_clipped_and_charged_as_one():
-    market = load_market(("GOOG",), 0.8, 5, 10)
+    market = load_market(("GOOG",), GOOG_SPLIT, 5, 10)
     env = TradingEnv(market, 1, 1, 10, 5, 0.001)
     env.set_tasks(torch.tensor([[0.0, 300, 0.0, 0.0]], dtype=torch.float64))
     rewards, observations = play(env, torch.tensor([3.0, -2.5] + [0.0] * 8))
@@ -166,7 +196,7 @@ def test_a_position_beyond_one_is_clipped_and_charged_as_one():
 
 
 def test_the_oracle_sees_the_asset_and_the_windows_drift():
-    family = build_family(settings(composed("env=trading", "env.data=[GOOGL,EURUSD_1H]"), "env"))
+    family = build_family(settings(composed("env=trading", "env.data=[SP500,WTI]"), "env"))
     env = family.env(3, 2, oracle=True)
     assert family.observation_size(oracle=True) == 10 + 2 + 2 + 2
     tasks = family.sample_tasks(3, torch.Generator().manual_seed(1))
@@ -175,7 +205,7 @@ def test_the_oracle_sees_the_asset_and_the_windows_drift():
     assert obs.shape == (3, 2, 10 + 2 + 2 + 2)
     torch.testing.assert_close(obs[:, 0, 12:14], torch.nn.functional.one_hot(tasks[:, 0].long(), 2).float())
     torch.testing.assert_close(obs[:, 0, 14:], tasks[:, 2:].float())
-    hold = family.references(tasks)["buy-and-hold"].sum(1) / PERCENT - math.log1p(-0.001)  # earns the window's drift
+    hold = family.references(tasks)["buy-and-hold"]["reward"].sum(1) / PERCENT - math.log1p(-0.0005)  # the drift
     torch.testing.assert_close(hold, tasks[:, 2] * tasks[:, 3].exp() * 10)
 
 
@@ -218,7 +248,7 @@ def _bad_files(tmp_path) -> dict[str, tuple[str, str]]:
         "unsorted": (_write(tmp_path, "unsorted.csv", unsorted), "line 23: Date"),
         "duplicate": (_write(tmp_path, "duplicate.csv", duplicate), "line 33: Date"),
         "price": (_write(tmp_path, "negative.csv", negative), "line 14: Open is not > 0: -1.0"),
-        "short": (_write(tmp_path, "short.csv", good.iloc[:150]), "evaluation part (30 rows) is shorter than one window"),
+        "short": (_write(tmp_path, "short.csv", good.iloc[:150]), "its validation part (none) with env.split_dates=['2005-06-01', '2005-09-01'] holds no window"),
     }
 
 
@@ -226,7 +256,7 @@ def _bad_files(tmp_path) -> dict[str, tuple[str, str]]:
 def test_a_bad_data_file_is_named_with_its_line_and_problem(tmp_path, problem):
     path, expected = _bad_files(tmp_path)[problem]
     with pytest.raises(ValueError) as err:
-        load_market((path,), 0.8, 10, 100)
+        load_market((path,), ("2005-06-01", "2005-09-01"), 10, 100)
     message = str(err.value)
     assert message.startswith(f"env.data: {path}") and expected in message and "\n" not in message
     if problem == "unsorted":
@@ -341,11 +371,11 @@ def test_in_sample_rows_are_labelled_in_sample(tmp_path):
 def test_the_rule_references_match_the_same_rules_written_with_pandas():
     """Momentum, moving-average crossover and volatility targeting on GOOG, recomputed from the closes
     with pandas rolling windows: the same positions at every close, hence the same rewards."""
-    cfg = composed("env=trading", "env.data=[GOOG]")
+    cfg = composed("env=trading", "env.data=[GOOG]", f"env.split_dates=[{GOOG_SPLIT[0]},{GOOG_SPLIT[1]}]")
     family = family_of(cfg)
     tasks = family.sample_tasks(3, torch.Generator().manual_seed(4), split="test")
     close = read_series("GOOG")["Close"]
-    log_close, c = np.log(close), cfg.env.commission
+    log_close, c = np.log(close), cfg.env.commission_bps[0] / 10_000
     bars_per_year = family.market.bars_per_year[0].item()
     rules = {"momentum 50": np.sign(log_close.diff(50)),
              "ma 20/100": (log_close.rolling(20).mean() > log_close.rolling(100).mean()).astype(float),
@@ -356,7 +386,8 @@ def test_the_rule_references_match_the_same_rules_written_with_pandas():
             p = position.to_numpy()[start:start + cfg.env.horizon]  # decided at each close of the window
             earned = log_close.diff().to_numpy()[start + 1:start + 1 + cfg.env.horizon]
             expected = PERCENT * (np.log(1 + p * np.expm1(earned)) + np.log1p(-c * np.abs(np.diff(p, prepend=0.0))))
-            np.testing.assert_allclose(references[name][i].numpy(), expected, rtol=1e-9, atol=1e-9, err_msg=name)
+            np.testing.assert_allclose(references[name]["reward"][i].numpy(), expected, rtol=1e-9, atol=1e-9,
+                                       err_msg=name)
 
 
 def test_the_long_daily_series_of_arch_are_built_in():
@@ -365,5 +396,5 @@ def test_the_long_daily_series_of_arch_are_built_in():
         frame = read_series(name)
         assert len(frame) == 5031 and str(frame["Date"].iloc[0].date()) == "1999-01-04"
         assert str(frame["Date"].iloc[-1].date()) == "2018-12-31"
-    market = load_market(("SP500", "NASDAQ"), 0.8, 10, 100)
+    market = load_market(("SP500", "NASDAQ"), ("2012-01-01", "2015-01-01"), 10, 100)
     assert 250 < float(market.bars_per_year[0]) < 253  # trading days a year

@@ -62,8 +62,9 @@ class TaskFamily:
     the return without the run layer knowing it: ``task_conditions`` (buckets of tasks, to show
     which part of a policy acts where), ``statistics`` / ``episode_statistics`` (e.g. a
     backtest's Sharpe ratio, reported under ``statistics_name``), ``references`` (fixed
-    strategies scored beside the policies, e.g. buy-and-hold) and ``figures`` (pictures of an
-    evaluation, e.g. 2D paths).
+    strategies scored beside the policies, e.g. buy-and-hold), ``task_groups`` and
+    ``task_blocks`` (per-asset rows; intervals over dependent tasks) and ``reports`` (pictures and
+    tables of an evaluation, e.g. 2D paths).
 
     Args:
         config: the family's settings (its ``EnvConfig`` subclass).
@@ -79,10 +80,15 @@ class TaskFamily:
         self.config, self.threads = config, threads
 
     def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
-        """Task parameters ``[num_tasks, *task_shape]`` (float64) for ``split``: ``"train"`` (meta-training
-        and the validation tasks that choose step sizes) or ``"test"`` (evaluation). Families whose
-        tasks are drawn from one distribution ignore ``split`` (evaluation draws from a disjoint
-        random stream instead); families on recorded data keep the test tasks out of sample."""
+        """Task parameters ``[num_tasks, *task_shape]`` (float64) for ``split``: ``"train"``
+        (meta-training), ``"validation"`` (the tasks that choose evaluation step sizes) or ``"test"``
+        (evaluation). Families whose tasks are drawn from one distribution ignore ``split``
+        (evaluation and validation draw from disjoint random streams instead); families on
+        recorded data keep each split's tasks in its own part of the data.
+
+        Raises:
+            ValueError: ``num_tasks`` more than a split with a fixed set of tasks holds.
+        """
         raise NotImplementedError
 
     def observation_size(self, oracle: bool = False) -> int:
@@ -132,21 +138,31 @@ class TaskFamily:
         of a policy acts under which conditions (e.g. a mixture's experts); one bucket by default."""
         return ["all"] * tasks.shape[0]
 
+    def task_groups(self, tasks: torch.Tensor) -> list[str] | None:
+        """A name per task by which evaluation also reports (trading: the asset), or None (the default)."""
+        return None
+
+    def task_blocks(self, tasks: torch.Tensor) -> torch.Tensor | None:
+        """``[task]`` integer blocks of tasks whose results are not independent (trading: test windows
+        of several assets over the same dates), or None (the default: every task independent).
+        Evaluation's 95% intervals then resample blocks, not tasks (``report.ci95``)."""
+        return None
+
     def episode_statistics(self, tasks: torch.Tensor, episodes: TensorDictBase) -> dict[str, torch.Tensor]:
         """Statistics of every episode beyond its return, ``{name: [task, episode]}`` (``episodes``
-        ``[task, episode, time]`` with ``reward`` and ``mask``, on ``tasks``); none by default."""
+        ``[task, episode, time]`` with ``reward``, ``mask`` and ``action``, on ``tasks``); none by default."""
         return {}
 
-    def references(self, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Rewards of fixed reference strategies on ``tasks``, ``{name: [task, time]}`` (e.g.
-        buy-and-hold), scored beside the policies in evaluation; none by default."""
+    def references(self, tasks: torch.Tensor) -> dict[str, TensorDictBase]:
+        """Episodes of fixed reference strategies on ``tasks``, ``{name: [task, time]}`` with ``reward``
+        and ``action`` (e.g. buy-and-hold), scored beside the policies in evaluation; none by default."""
         return {}
 
-    def figures(self, evaluation: Any, out_dir: Path) -> list[Path]:
-        """Pictures of an evaluation only this family can draw (``evaluation``: the run layer's
-        ``Evaluation``: its tasks, table, paths and deterministic rewards), written to
-        ``out_dir``; returns their paths. None by default."""
-        return []
+    def reports(self, evaluation: Any, out_dir: Path) -> tuple[str, list[Path]]:
+        """What only this family can report of an evaluation (``evaluation``: the run layer's
+        ``Evaluation``: its tasks, table, paths and deterministic rewards): text for the terminal
+        (empty for none) and the files written to ``out_dir`` (pictures, tables). None by default."""
+        return "", []
 
 
 def build_family(config: EnvConfig, threads: int = 0) -> TaskFamily:

@@ -102,6 +102,7 @@ class Gymnasium(TaskFamily):
         """``num_tasks`` tasks of the env (its ``split`` where it takes one), kept; their indices ``[num_tasks]``."""
         self.probe.reset(seed=int(torch.randint(2**31 - 1, (), generator=generator)))  # the env's own RNG, seeded
         sample = self.probe.unwrapped.sample_tasks
+        split = "train" if split == "validation" else split  # the MetaEnv protocol knows train and test
         drawn = sample(num_tasks, split=split) if "split" in inspect.signature(sample).parameters else sample(num_tasks)
         first = len(self.tasks)
         self.tasks.extend(list(drawn)[:num_tasks])

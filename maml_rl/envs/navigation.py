@@ -113,12 +113,12 @@ class Navigation(TaskFamily):
     def env(self, num_tasks, episodes_per_task, oracle=False, generator=None) -> Navigation2DEnv:
         return Navigation2DEnv(num_tasks, episodes_per_task, oracle)
 
-    def figures(self, evaluation, out_dir: Path) -> list[Path]:
+    def reports(self, evaluation, out_dir: Path) -> tuple[str, list[Path]]:
         """``trajectories.png`` (see ``plot_trajectories``) when some method adapted."""
         if not evaluation.paths:
-            return []
-        return [plot_trajectories(evaluation.paths, evaluation.tasks, evaluation.num_steps,
-                                  out_dir / "trajectories.png")]
+            return "", []
+        return "", [plot_trajectories(evaluation.paths, evaluation.tasks, evaluation.num_steps,
+                                      out_dir / "trajectories.png")]
 
 
 def plot_trajectories(paths: dict, tasks: torch.Tensor, steps: int, path: Path, task: int = 0) -> Path:

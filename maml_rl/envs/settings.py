@@ -4,6 +4,7 @@ checked against them before torch is imported. Each family's module implements i
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
+from datetime import date
 from typing import Any, ClassVar
 
 from ..registry import Registry, Settings
@@ -76,16 +77,21 @@ ENVS.declare("halfcheetah_vel")(family_config("halfcheetah_vel"))
 ENVS.declare("halfcheetah_dir")(family_config("halfcheetah_dir"))
 
 
-# name → (package, file inside it, its date column, its date format); read without importing the package
+# name → (package, file inside it, its date column, its date format, its close column if it has no OHLCV);
+# read without importing the package
 BUILTIN = {
-    "GOOGL": ("gym_anytrading", "datasets/data/STOCKS_GOOGL.csv", "Date", None),
-    "EURUSD_1H": ("gym_anytrading", "datasets/data/FOREX_EURUSD_1H_ASK.csv", "Time", "%d.%m.%Y %H:%M:%S.%f"),
-    "GOOG": ("backtesting", "test/GOOG.csv", 0, None),
-    "EURUSD": ("backtesting", "test/EURUSD.csv", 0, None),
-    "BTCUSD": ("backtesting", "test/BTCUSD.csv", 0, None),
-    "SP500": ("arch", "data/sp500/sp500.csv.gz", "Date", "%m/%d/%Y"),  # daily, 1999–2018: through 2000–02 and 2008
-    "NASDAQ": ("arch", "data/nasdaq/nasdaq.csv.gz", "Date", "%m/%d/%Y"),
+    "SP500": ("arch", "data/sp500/sp500.csv.gz", "Date", "%m/%d/%Y", None),  # daily, 1999–2018: through 2000–02, 2008
+    "NASDAQ": ("arch", "data/nasdaq/nasdaq.csv.gz", "Date", "%m/%d/%Y", None),
+    "WTI": ("arch", "data/wti/wti.csv.gz", "Date", "%m/%d/%Y", "DCOILWTICO"),  # daily crude oil 1986–2019 (FRED)
+    "GOOGL": ("gym_anytrading", "datasets/data/STOCKS_GOOGL.csv", "Date", None, None),
+    "EURUSD_1H": ("gym_anytrading", "datasets/data/FOREX_EURUSD_1H_ASK.csv", "Time", "%d.%m.%Y %H:%M:%S.%f", None),
+    "GOOG": ("backtesting", "test/GOOG.csv", 0, None, None),
+    "EURUSD": ("backtesting", "test/EURUSD.csv", 0, None, None),
+    "BTCUSD": ("backtesting", "test/BTCUSD.csv", 0, None, None),
 }
+SUPPORTS = ("preceding", "in_sample")  # where the support episodes of a window trade
+EXECUTIONS = ("close", "next_open")  # where a decision taken at a close is filled
+SPLITS = ("train", "validation", "test")  # the calendar parts of every series, in order
 SUPPORTS = ("preceding", "in_sample")  # where the support episodes of a window trade
 
 
@@ -94,27 +100,34 @@ SUPPORTS = ("preceding", "in_sample")  # where the support episodes of a window 
 class TradingConfig(EnvConfig):
     """``env=trading``: windows of ``horizon`` bars (default 100), 20 tasks × 20 episodes, α = 1.
 
-    ``data``: built-in series (``GOOGL`` daily 2009–2018 and ``EURUSD_1H`` hourly 2017, from
-    gym-anytrading; ``GOOG``, ``EURUSD``, ``BTCUSD`` from backtesting.py; ``SP500`` and ``NASDAQ``
-    daily 1999–2018, 5,031 bars each, from arch) or CSV paths with
-    columns Date/Open/High/Low/Close/Volume. The default pair has no underlying in common: GOOG
-    and GOOGL (or the two EUR/USD files) together would put one series' evaluation period in the
-    other's training part. ``lookback``: log-returns in the observation; ``commission``: cost per
-    unit of position traded (0.001 = 0.1 %); ``split``: the fraction of each series for training
-    windows, the rest for evaluation windows. ``support``: where a window's support episodes (the
+    ``data``: built-in series (``SP500`` and ``NASDAQ`` daily 1999–2018, 5,031 bars each, and
+    ``WTI`` crude oil daily 1986–2019, closes only, from arch; ``GOOGL`` daily 2009–2018 and
+    ``EURUSD_1H`` hourly 2017, from gym-anytrading; ``GOOG``, ``EURUSD``, ``BTCUSD`` from
+    backtesting.py) or CSV paths with columns Date/Open/High/Low/Close/Volume. The default set
+    holds two equity indices and a commodity over the same calendar, through 2000–02 and 2008.
+    ``lookback``: log-returns in the observation; ``commission_bps``: cost per unit of position
+    traded in basis points of the equity (5 = 0.05 %), one value for every series or one per
+    series (a pip of EUR/USD near 1.10 is 0.9 bps). ``split_dates``: the first day of the
+    validation part and of the test part, the same calendar split for every series: training
+    windows trade only bars before the first, validation windows (which choose evaluation step
+    sizes) bars between them, test windows bars from the second on (their support window and
+    look-back may read earlier bars: they are the past). ``support``: where a window's support episodes (the
     ones the policy adapts on) trade: ``preceding`` (default, walk-forward), the ``horizon`` bars
     just before the window, so that an adapted policy is scored only on bars it has not seen; or
     ``in_sample``, the window itself (rows labelled in-sample wherever they are shown).
+    ``execution``: a position decided at a close is filled at that ``close`` (default) or at the
+    ``next_open``, so that the position held overnight is the previous one (series with opens only).
     ``momentum_bars``, ``ma_bars`` (fast, slow), ``vol_bars`` and ``vol_target`` (annualised) set
     the rule-based references evaluation scores beside buy-and-hold (``Trading.references``).
     """
 
     name: str = "trading"
-    data: list[str] = field(default_factory=lambda: ["GOOGL", "EURUSD_1H"])
+    data: list[str] = field(default_factory=lambda: ["SP500", "NASDAQ", "WTI"])
     lookback: int = 10
-    commission: float = 0.001
-    split: float = 0.8
+    commission_bps: list[float] = field(default_factory=lambda: [5.0])
+    split_dates: list[str] = field(default_factory=lambda: ["2012-01-01", "2015-01-01"])
     support: str = "preceding"
+    execution: str = "close"
     momentum_bars: int = 50
     ma_bars: list[int] = field(default_factory=lambda: [20, 100])
     vol_bars: int = 20
@@ -126,9 +139,12 @@ class TradingConfig(EnvConfig):
         **EnvConfig.rules,
         "data": (lambda v: len(v) > 0, f"a non-empty list of CSV paths or built-in series {sorted(BUILTIN)}"),
         "lookback": (lambda v: v >= 1, ">= 1"),
-        "commission": (lambda v: 0 <= v < 1, "in [0, 1)"),
-        "split": (lambda v: 0 < v < 1, "in (0, 1)"),
+        "commission_bps": (lambda v: len(v) > 0 and all(0 <= c < 10_000 for c in v),
+                           "a non-empty list of basis points in [0, 10000): one for every series or one per series"),
+        "split_dates": (lambda v: len(v) == 2 and all(iso_date(d) for d in v) and iso_date(v[0]) < iso_date(v[1]),
+                        "[validation start, test start], two dates YYYY-MM-DD in increasing order"),
         "support": (lambda v: v in SUPPORTS, f"one of {list(SUPPORTS)}"),
+        "execution": (lambda v: v in EXECUTIONS, f"one of {list(EXECUTIONS)}"),
         "momentum_bars": (lambda v: v >= 1, ">= 1"),
         "ma_bars": (lambda v: len(v) == 2 and 1 <= v[0] < v[1], "[fast, slow] with 1 <= fast < slow"),
         "vol_bars": (lambda v: v >= 2, ">= 2"),
@@ -136,17 +152,25 @@ class TradingConfig(EnvConfig):
     }
 
     def check(self) -> None:
-        """Read every series and check that both its parts hold a window.
+        """Check the commissions against the series, then read every series and check that each of
+        its parts holds a window.
 
         Raises:
             ValueError: one line naming the file, the line and the problem (see ``read_series``).
         """
+        if len(self.commission_bps) not in (1, len(self.data)):
+            raise ValueError(f"env.commission_bps={self.commission_bps} has {len(self.commission_bps)} values for "
+                             f"{len(self.data)} series: give one for all or one per series")
         ENVS[self.name].cls(self)  # the family reads its data once, here
 
     def history(self) -> int:
         """Bars a window needs before its own lookback: its support window's, when it precedes, and
         what the rule-based references read before the first decision."""
         return max(self.horizon if self.support == "preceding" else 0, self.rule_bars() - self.lookback, 0)
+
+    def commissions(self) -> list[float]:
+        """Cost per unit of position traded, as a fraction of the equity, per series."""
+        return [bps / 10_000 for bps in self.commission_bps] * (len(self.data) if len(self.commission_bps) == 1 else 1)
 
     def rule_bars(self) -> int:
         """The closes the longest rule-based reference reads before a decision."""
@@ -176,3 +200,11 @@ class GymnasiumConfig(EnvConfig):
                 spaces that are not flat boxes, or unbounded actions with ``normalize_actions``.
         """
         ENVS[self.name].cls(self)  # the family builds one env
+
+
+def iso_date(text: str) -> date | None:
+    """``text`` as a date if it is one in ISO form (``2015-01-01``), else None."""
+    try:
+        return date.fromisoformat(str(text))
+    except ValueError:
+        return None

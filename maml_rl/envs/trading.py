@@ -1,10 +1,11 @@
 """Trading on recorded market data: a task is an asset and a window of bars, every episode stepped at once.
 
-The agent sets a target position in [-1, 1] (short … long) at the close of each bar and earns
-the position times the next bar's log-return, less a commission on every change of position.
-Training windows come from the first ``env.split`` of each series, evaluation windows from the
-rest (out of sample; no window straddles the split). The series are OHLCV files shipped in
-well-kept packages (gym-anytrading's and backtesting.py's sample data) or the user's own CSVs.
+The agent sets a target position in [-1, 1] (short … long) at the close of each bar, filled at
+that close or the next open, and earns the exact log-return of its equity, less a commission on
+every change of position. One calendar split (``env.split_dates``) divides every series into
+training, validation and test parts; a window trades bars of one part only. The series are
+files shipped in well-kept packages (arch's, gym-anytrading's and backtesting.py's data) or the
+user's own OHLCV CSVs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torchrl.data import Bounded, Composite, Unbounded
 
 from ..figures import pyplot
 from .base import TaskEnv, TaskFamily
-from .settings import BUILTIN, ENVS, TradingConfig
+from .settings import BUILTIN, ENVS, SPLITS, TradingConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,7 +34,7 @@ PERCENT = 100.0  # rewards are in percent of log-return: a window's return reads
 
 
 def _builtin_path(name: str) -> Path:
-    package, relative, _, _ = BUILTIN[name]
+    package, relative = BUILTIN[name][:2]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(f"env.data: built-in series {name} needs the package {package!r}, which is not installed")
@@ -53,10 +54,13 @@ def read_series(source: str) -> pd.DataFrame:
     import pandas as pd  # only where series are read: a command that reads none starts faster
 
     if source in BUILTIN:
-        _, _, date_column, date_format = BUILTIN[source]
+        _, _, date_column, date_format, close = BUILTIN[source]
         frame = pd.read_csv(_builtin_path(source))
         frame = frame.rename(columns={frame.columns[date_column] if isinstance(date_column, int) else date_column:
                                       "Date"})
+        if close:  # closes only (FRED marks a holiday "."): no opens, so only fills at the close
+            frame = frame[frame[close] != "."].reset_index(drop=True)
+            frame = frame.assign(**{c: frame[close] for c in ("Open", "High", "Low", "Close")}, Volume=0)
     else:
         if not Path(source).is_file():
             raise ValueError(f"env.data: {source}: no such file, and not a built-in series {sorted(BUILTIN)}")
@@ -85,56 +89,80 @@ def read_series(source: str) -> pd.DataFrame:
 
 @dataclass
 class Market:
-    """The series of a trading env: log-returns ``[asset, bar]`` (float64, padded with 0; bar 0
-    has none), bars per asset, the first evaluation bar per asset, bars per year per asset."""
+    """The series of a trading env, per asset: log-returns close to close ``log_returns`` ``[asset,
+    bar]`` and overnight gaps ``gaps`` (log open − log previous close; 0 for a series without
+    opens), both float64, padded with 0, bar 0 without either; bars ``num_bars``; the first
+    validation and first test bar ``bounds`` ``[asset, 2]``; bars per year; the dates; whether the
+    series has opens of its own."""
 
     names: list[str]
     log_returns: torch.Tensor
+    gaps: torch.Tensor
     num_bars: torch.Tensor
-    split_bar: torch.Tensor
+    bounds: torch.Tensor
     bars_per_year: torch.Tensor
+    dates: list[np.ndarray]
+    has_opens: list[bool]
 
-    def earned(self, asset: torch.Tensor, start: torch.Tensor, horizon: int) -> torch.Tensor:
+    def earned(self, asset: torch.Tensor, start: torch.Tensor, horizon: int, gaps: bool = False) -> torch.Tensor:
         """The log-returns a window of ``asset`` whose first decision bar is ``start`` earns, bars
-        ``start + 1 … start + horizon``: ``[n, horizon]``."""
-        return self.log_returns[asset[:, None], start[:, None] + 1 + torch.arange(horizon)]
+        ``start + 1 … start + horizon``: ``[n, horizon]`` (with ``gaps``, their overnight part)."""
+        return (self.gaps if gaps else self.log_returns)[asset[:, None], start[:, None] + 1 + torch.arange(horizon)]
+
+    def part(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bars of ``split`` (``SPLITS``) per asset, ``[lo, hi)``."""
+        edges = torch.cat([torch.zeros_like(self.num_bars)[:, None], self.bounds, self.num_bars[:, None]], 1)
+        i = SPLITS.index(split)
+        return edges[:, i], edges[:, i + 1]
 
     def window_starts(self, split: str, lookback: int, horizon: int, history: int = 0) -> tuple[torch.Tensor,
                                                                                                 torch.Tensor]:
-        """The first and last decision bar of a window, per asset: the window reads bars
-        ``d − history − lookback … d + horizon`` (``history``: a support window before it), all on
-        one side of the split."""
-        if split == "test":
-            return self.split_bar + lookback + history, self.num_bars - 1 - horizon
-        return torch.full_like(self.split_bar, lookback + history), self.split_bar - 1 - horizon
+        """The first and last decision bar of a window of ``split``, per asset: the window trades bars
+        ``d + 1 … d + horizon``, all in that part, and reads bars from ``d − history − lookback + 1``
+        (its support window and the rules' history: earlier bars, possibly of an earlier part)."""
+        lo, hi = self.part(split)
+        return torch.clamp(lo - 1, min=lookback + history), hi - 1 - horizon
+
+    def period(self, asset: int, split: str) -> str:
+        """The dates of ``split``'s bars of ``asset`` (``"2015-01-02 … 2018-12-31"``; ``"none"`` if empty)."""
+        lo, hi = (int(x[asset]) for x in self.part(split))
+        return f"{str(self.dates[asset][lo])[:10]} … {str(self.dates[asset][hi - 1])[:10]}" if hi > lo else "none"
 
 
 @functools.lru_cache(maxsize=8)
-def load_market(data: tuple[str, ...], split: float, lookback: int, horizon: int, history: int = 0) -> Market:
+def load_market(data: tuple[str, ...], split_dates: tuple[str, str], lookback: int, horizon: int,
+                history: int = 0) -> Market:
     """Read and check ``data`` (see ``read_series``) for windows of ``history`` + ``lookback`` +
-    ``horizon`` bars.
+    ``horizon`` bars, split by the calendar dates ``split_dates`` (validation start, test start).
 
     Raises:
-        ValueError: a bad file, or a series whose training or evaluation part is shorter than one
-            window (``history + lookback + horizon + 1`` bars).
+        ValueError: a bad file, or a series one of whose parts holds no window.
     """
+    import pandas as pd
+
     frames = [read_series(source) for source in data]
     closes = [f["Close"].to_numpy(dtype=np.float64) for f in frames]
     num_bars = torch.tensor([len(c) for c in closes])
-    split_bar = (num_bars * split).long()
-    need = history + lookback + horizon + 1
-    for source, n, s in zip(data, num_bars.tolist(), split_bar.tolist()):
-        if min(s, n - s) < need:
-            raise ValueError(f"env.data: {source} has {n} rows; with env.split={split} its "
-                             f"{'training' if s < need else 'evaluation'} part ({min(s, n - s)} rows) is shorter "
-                             f"than one window with its support (env.lookback + {'2 × ' if history else ''}"
-                             f"env.horizon + 1 = {need} rows)")
+    bounds = torch.tensor([[int(np.searchsorted(f["Date"].to_numpy(), pd.Timestamp(d).to_datetime64()))
+                            for d in split_dates] for f in frames])
     log_returns = torch.zeros(len(closes), int(num_bars.max()), dtype=torch.float64)
-    for i, c in enumerate(closes):
+    gaps = torch.zeros_like(log_returns)
+    for i, (frame, c) in enumerate(zip(frames, closes)):
         log_returns[i, 1:len(c)] = torch.from_numpy(np.diff(np.log(c)))
+        gaps[i, 1:len(c)] = torch.from_numpy(np.log(frame["Open"].to_numpy(dtype=np.float64)[1:]) - np.log(c[:-1]))
     years = [(f["Date"].iloc[-1] - f["Date"].iloc[0]).total_seconds() / (365.25 * 86400) for f in frames]
     bars_per_year = torch.tensor([(len(c) - 1) / max(y, 1e-9) for c, y in zip(closes, years)], dtype=torch.float64)
-    return Market(list(data), log_returns, num_bars, split_bar, bars_per_year)
+    has_opens = [not (source in BUILTIN and BUILTIN[source][4]) for source in data]
+    market = Market(list(data), log_returns, gaps, num_bars, bounds, bars_per_year,
+                    [f["Date"].to_numpy() for f in frames], has_opens)
+    for split in SPLITS:
+        first, last = market.window_starts(split, lookback, horizon, history)
+        for i in torch.nonzero(last < first).flatten().tolist():
+            raise ValueError(f"env.data: {data[i]} ({str(market.dates[i][0])[:10]} … "
+                             f"{str(market.dates[i][-1])[:10]}): its {split} part ({market.period(i, split)}) with "
+                             f"env.split_dates={list(split_dates)} holds no window of {horizon} bars after "
+                             f"{lookback + history} bars of look-back and support; move env.split_dates")
+    return market
 
 
 class TradingEnv(TaskEnv):
@@ -152,14 +180,18 @@ class TradingEnv(TaskEnv):
     - action ``[task, episode, 1]``: the target position, clipped to [-1, 1];
     - reward ``[task, episode, 1]``: the log-return of the equity in percent, exactly
       (``log_equity_return``): the position is a fraction of equity held over the next bar, and a
-      change of position pays ``commission`` per unit of equity traded, p_{−1} = 0;
+      change of position pays the asset's ``commission`` per unit of equity traded, p_{−1} = 0;
+      with ``next_open`` the new position is filled at the next bar's open, the previous one held
+      over the night's gap;
     - done after ``horizon`` steps.
 
     Args:
         market: the series (``load_market``).
         num_tasks, episodes_per_task: the batch ``[task, episode]`` (≥ 1 each).
-        horizon: bars per window; lookback: log-returns in the observation; commission: per unit traded.
+        horizon: bars per window; lookback: log-returns in the observation.
+        commission: per unit traded, a fraction of the equity: one for all assets or ``[asset]``.
         oracle: append the task parameters to the observation.
+        next_open: fill each decision at the next bar's open instead of the close.
         dtype: dtype of observations and rewards.
 
     Raises:
@@ -169,9 +201,11 @@ class TradingEnv(TaskEnv):
     task_shape = (4,)
 
     def __init__(self, market: Market, num_tasks: int, episodes_per_task: int, horizon: int, lookback: int,
-                 commission: float, oracle: bool = False, dtype: torch.dtype = torch.float32):
+                 commission: float | torch.Tensor, oracle: bool = False, dtype: torch.dtype = torch.float32,
+                 next_open: bool = False):
         super().__init__(num_tasks, episodes_per_task, oracle)
-        self.market, self.horizon, self.lookback, self.commission = market, horizon, lookback, commission
+        self.market, self.horizon, self.lookback, self.next_open = market, horizon, lookback, next_open
+        self.commissions = torch.as_tensor(commission, dtype=torch.float64).expand(len(market.names))
         self.dtype_ = dtype
         shape = self.batch_size
         obs_dim = lookback + 2 + (len(market.names) + 2 if oracle else 0)
@@ -196,6 +230,9 @@ class TradingEnv(TaskEnv):
         returns earned ``[task, horizon]``."""
         self.seen, self.earned = window_returns(self.market, self.tasks, self.horizon, self.lookback)
         self.asset = self.tasks[:, 0].long()
+        self.gaps = (self.market.earned(self.asset, self.tasks[:, 1].long(), self.horizon, gaps=True)
+                     if self.next_open else torch.zeros_like(self.earned))
+        self.commission = self.commissions[self.asset][:, None]  # [task, 1]
 
     def _observation(self) -> torch.Tensor:
         seen = self.seen[:, self.t]
@@ -218,7 +255,10 @@ class TradingEnv(TaskEnv):
         if self.t >= self.horizon:
             raise RuntimeError(f"the window has {self.horizon} bars; reset the env before stepping again")
         position = tensordict["action"][..., 0].double().clamp(-1.0, 1.0)
-        pnl = log_equity_return(position, self.earned[:, self.t, None], position - self.position, self.commission)
+        gap = self.gaps[:, self.t, None]
+        pnl = (log_equity_return(self.position, gap, torch.zeros_like(position), 0.0)  # overnight, the old position
+               + log_equity_return(position, self.earned[:, self.t, None] - gap, position - self.position,
+                                   self.commission))
         self.position, self.t = position, self.t + 1
         done = torch.full((*self.batch_size, 1), self.t == self.horizon, dtype=torch.bool)
         return TensorDict({"observation": self._observation(), "reward": (PERCENT * pnl)[..., None].to(self.dtype_),
@@ -244,25 +284,77 @@ class Trading(TaskFamily):
     flat (``references``), and evaluation draws the equity curves (``figures``)."""
 
     task_shape = (4,)
-    statistics = ("annual_return", "sharpe", "sortino", "max_drawdown")
+    statistics = ("annual_return", "sharpe", "sortino", "max_drawdown", "turnover")
     statistics_name = "backtest"
     benchmark = "buy-and-hold"
     action_size = 1
 
     def __init__(self, config: TradingConfig, threads: int = 0):
+        """Read the series once (``load_market``).
+
+        Raises:
+            ValueError: a bad series or split (``load_market``), or ``execution=next_open`` on a
+                series without opens of its own.
+        """
         super().__init__(config, threads)
-        self.market = load_market(tuple(config.data), config.split, config.lookback, config.horizon,
+        self.market = load_market(tuple(config.data), tuple(config.split_dates), config.lookback, config.horizon,
                                   config.history())
+        closes_only = [n for n, has in zip(self.market.names, self.market.has_opens) if not has]
+        if config.execution == "next_open" and closes_only:
+            raise ValueError(f"env.execution=next_open: {', '.join(closes_only)} has closes only; use "
+                             "env.execution=close, or series with opens")
+        self.commissions = torch.tensor(config.commissions(), dtype=torch.float64)
 
     def sample_tasks(self, num_tasks: int, generator: torch.Generator, split: str = "train") -> torch.Tensor:
-        """Windows ``[num_tasks, 4]``: an asset uniformly, then a first decision bar uniformly among
-        those of ``split`` (``"train"``: the first part of the series, ``"test"``: the rest) whose
-        support window lies in the same part."""
-        first, last = self.market.window_starts(split, self.config.lookback, self.config.horizon,
-                                                self.config.history())
+        """Windows ``[num_tasks, 4]`` that trade bars of ``split``'s part of the calendar. ``"train"``
+        and ``"validation"``: an asset uniformly, then a first decision bar uniformly among that
+        part's. ``"test"``: the first ``num_tasks`` of ``test_windows`` (no generator), which do not
+        overlap.
+
+        Raises:
+            ValueError: ``num_tasks`` above the number of test windows.
+        """
+        if split == "test":
+            windows = self.test_windows()
+            if num_tasks > windows.shape[0]:
+                counts = ", ".join(f"{n} {int((windows[:, 0] == i).sum())}" for i, n in enumerate(self.market.names))
+                raise ValueError(f"eval.num_tasks={num_tasks}: the test part (from {self.config.split_dates[1]}) holds "
+                                 f"{windows.shape[0]} windows of {self.config.horizon} bars that do not overlap "
+                                 f"({counts}); set eval.num_tasks <= {windows.shape[0]}")
+            return windows[:num_tasks]
+        first, last = self.window_range(split)
         asset = torch.randint(len(self.market.names), (num_tasks,), generator=generator)
         u = torch.rand(num_tasks, generator=generator, dtype=torch.float64)
         return self.windows(asset, first[asset] + (u * (last[asset] - first[asset] + 1)).long())
+
+    def window_range(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first and last decision bar of ``split``'s windows, per asset (``Market.window_starts``)."""
+        c = self.config
+        return self.market.window_starts(split, c.lookback, c.horizon, c.history())
+
+    def test_windows(self) -> torch.Tensor:
+        """Every test window that does not overlap another of its asset, ``[n, 4]``: per asset from
+        the first one of the test part, one every ``horizon`` bars, in calendar order (slot by slot,
+        the assets in ``env.data``'s order within a slot)."""
+        first, last = self.window_range("test")
+        horizon = self.config.horizon
+        slots = int(((last - first) // horizon).max()) + 1
+        start = first[None, :] + horizon * torch.arange(slots)[:, None]  # [slot, asset]
+        asset = torch.arange(len(self.market.names)).expand_as(start)
+        keep = start <= last[None, :]
+        return self.windows(asset[keep], start[keep])
+
+    def task_groups(self, tasks: torch.Tensor) -> list[str]:
+        """The asset of each window."""
+        return [self.market.names[i] for i in tasks[:, 0].long().tolist()]
+
+    def task_blocks(self, tasks: torch.Tensor) -> torch.Tensor:
+        """The calendar slot of each window: its first decision bar's distance from its asset's first
+        test window, in windows (assets on one calendar trade the same dates in a slot, and their
+        returns move together)."""
+        first, _ = self.window_range("test")
+        asset = tasks[:, 0].long()
+        return torch.div(tasks[:, 1].long() - first[asset], self.config.horizon, rounding_mode="floor")
 
     def windows(self, asset: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         """Tasks ``[n, 4]`` of the windows of ``asset`` whose first decision bar is ``start``: with the
@@ -295,7 +387,8 @@ class Trading(TaskFamily):
 
     def env(self, num_tasks, episodes_per_task, oracle=False, generator=None) -> TradingEnv:
         c = self.config
-        return TradingEnv(self.market, num_tasks, episodes_per_task, c.horizon, c.lookback, c.commission, oracle)
+        return TradingEnv(self.market, num_tasks, episodes_per_task, c.horizon, c.lookback, self.commissions, oracle,
+                          next_open=c.execution == "next_open")
 
     def references(self, tasks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Rewards ``[task, horizon]`` on the windows ``tasks``, in the env's units and accounting
@@ -331,19 +424,61 @@ class Trading(TaskFamily):
             f"ma {fast}/{slow}": (trailing(log_price, fast) > trailing(log_price, slow)).double(),
             f"vol-target {c.vol_target:g}": (c.vol_target / sigma.clamp_min(1e-12)).clamp(max=1.0),
         }
-        return {name: rule_rewards(p, earned, c.commission) for name, p in positions.items()}
+        gaps = (self.market.earned(asset, start, c.horizon, gaps=True) if c.execution == "next_open"
+                else torch.zeros_like(earned))
+        commission = self.commissions[asset][:, None]
+        return {name: TensorDict({"reward": rule_rewards(p, earned, commission, gaps), "action": p[..., None]},
+                                 batch_size=p.shape) for name, p in positions.items()}
 
     def episode_statistics(self, tasks: torch.Tensor, episodes: TensorDictBase) -> dict[str, torch.Tensor]:
         """Backtest statistics of every episode ``[task, episode]`` from its per-bar P&L, computed
         with empyrical: ``annual_return`` and ``max_drawdown`` (fractions), ``sharpe`` and
-        ``sortino`` (annualised with the asset's bars per year, risk-free rate 0)."""
-        return backtest_statistics(episodes["reward"], self.market.bars_per_year[tasks[:, 0].long()])
+        ``sortino`` (annualised with the asset's bars per year, risk-free rate 0); and
+        ``turnover``, the equity traded per year, Σ|Δp| annualised (p_{−1} = 0: buy-and-hold over
+        100 daily bars trades 1 per 100 bars, 2.5 a year)."""
+        bars_per_year = self.market.bars_per_year[tasks[:, 0].long()]
+        statistics = backtest_statistics(episodes["reward"], bars_per_year)
+        position = episodes["action"][..., 0].double().clamp(-1.0, 1.0)  # what the env holds
+        traded = torch.diff(position, dim=-1, prepend=torch.zeros_like(position[..., :1])).abs().sum(-1)
+        statistics["turnover"] = traded * bars_per_year[:, None] / position.shape[-1]
+        return statistics
 
-    def figures(self, evaluation, out_dir: Path) -> list[Path]:
-        """``equity_curves.png``: the deterministic policies' and the references' cumulative P&L."""
+    def reports(self, evaluation, out_dir: Path) -> tuple[str, list[Path]]:
+        """``equity_curves.png`` (the deterministic policies' and the references' cumulative P&L) and
+        ``pooled_backtest.csv`` (``pooled_backtest``), with the latter's text."""
         if not evaluation.rewards:
-            return []
-        return [plot_equity(evaluation.rewards, evaluation.tasks, out_dir / "equity_curves.png")]
+            return "", []
+        pooled = self.pooled_backtest(evaluation.rewards, evaluation.tasks)
+        pooled.to_csv(out_dir / "pooled_backtest.csv", index=False, float_format="%.4f")
+        text = ("deterministic policies on the test windows chained per asset, first seed (pooled returns):\n"
+                + pooled.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        return text, [plot_equity(evaluation.rewards, evaluation.tasks, out_dir / "equity_curves.png"),
+                      out_dir / "pooled_backtest.csv"]
+
+    def pooled_backtest(self, rewards: dict[str, torch.Tensor], tasks: torch.Tensor):
+        """Backtest statistics of pooled returns, not averaged per window: for each method (its first
+        seed), before adaptation and after the last step, the per-bar returns of an asset's test
+        windows chained in calendar order (they do not overlap: one equity curve over the test
+        part) and of every asset together (``all``), scored as ``backtest_statistics`` scores one
+        window. ``rewards`` ``{label: [K + 1, task, time]}``. Returns a frame with columns ``method,
+        k, asset, bars, return`` (percent log-return over the chained bars) and the statistics."""
+        import pandas as pd
+
+        asset = tasks[:, 0].long()
+        order = torch.argsort(tasks[:, 1] + tasks[:, 0] * 1e9)  # by asset, then date
+        rows = []
+        for label, runs in rewards.items():
+            for k in sorted({0, runs.shape[0] - 1}):
+                for name, chosen in [*((n, asset[order] == i) for i, n in enumerate(self.market.names)), ("all", None)]:
+                    picked = order if chosen is None else order[chosen]
+                    if picked.numel() == 0:
+                        continue
+                    series = runs[k, picked].reshape(1, -1)
+                    year = self.market.bars_per_year[asset[picked]].mean()  # the same for assets of one frequency
+                    stats = backtest_statistics(series, year.reshape(1))
+                    rows.append({"method": label, "k": k, "asset": name, "bars": series.shape[1],
+                                 "return": float(series.sum()), **{s: float(v[0]) for s, v in stats.items()}})
+        return pd.DataFrame(rows)
 
 
 def plot_equity(rewards: dict[str, torch.Tensor], tasks: torch.Tensor, path: Path, windows: int = 4) -> Path:
@@ -389,11 +524,15 @@ def log_equity_return(position: torch.Tensor, log_return: torch.Tensor, change: 
     return gross + torch.log1p(-commission * change.abs())
 
 
-def rule_rewards(positions: torch.Tensor, earned: torch.Tensor, commission: float) -> torch.Tensor:
+def rule_rewards(positions: torch.Tensor, earned: torch.Tensor, commission: float | torch.Tensor,
+                 gaps: torch.Tensor | None = None) -> torch.Tensor:
     """The env's reward (``log_equity_return``, in percent) of a fixed rule's positions ``[task,
-    horizon]`` against the log-returns earned ``[task, horizon]``, with ``p_{−1} = 0``."""
-    change = torch.diff(positions, dim=-1, prepend=torch.zeros_like(positions[:, :1]))
-    return PERCENT * log_equity_return(positions, earned, change, commission)
+    horizon]`` against the log-returns earned ``[task, horizon]``, with ``p_{−1} = 0``; with the
+    overnight ``gaps`` of those bars (fills at the next open), the previous position earns the gap."""
+    previous = torch.cat([torch.zeros_like(positions[:, :1]), positions[:, :-1]], dim=-1)
+    gaps = torch.zeros_like(earned) if gaps is None else gaps
+    return PERCENT * (log_equity_return(previous, gaps, torch.zeros_like(gaps), 0.0)
+                      + log_equity_return(positions, earned - gaps, positions - previous, commission))
 
 
 def backtest_statistics(rewards: torch.Tensor, bars_per_year: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -403,7 +542,7 @@ def backtest_statistics(rewards: torch.Tensor, bars_per_year: torch.Tensor) -> d
     import empyrical  # loads pandas and scipy: only where a backtest is scored
     simple = np.expm1(rewards.double().numpy() / PERCENT)
     lead = simple.shape[:-1]
-    out = {name: np.zeros(lead) for name in Trading.statistics}
+    out = {name: np.zeros(lead) for name in ("annual_return", "sharpe", "sortino", "max_drawdown")}
     for year in bars_per_year.unique().tolist():  # one call per asset frequency, every series of it at once
         rows = (bars_per_year == year).numpy()
         series = simple[rows].reshape(-1, simple.shape[-1]).T  # [time, series]

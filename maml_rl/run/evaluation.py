@@ -187,10 +187,10 @@ def reference_runs(family: TaskFamily, tasks: torch.Tensor) -> dict[str, tuple[d
     """The family's reference strategies (``TaskFamily.references``, e.g. buy-and-hold) on ``tasks``,
     scored as ``deterministic_runs`` scores a policy: ``{name: ({statistic: [1, task]}, rewards [1, task, time])}``."""
     out = {}
-    for name, rewards in family.references(tasks).items():
-        episodes = TensorDict({"reward": rewards[:, None], "mask": torch.ones_like(rewards[:, None])},
-                              batch_size=rewards[:, None].shape)
-        out[name] = ({k: v[None] for k, v in scores(family, tasks, episodes).items()}, rewards[None])
+    for name, reference in family.references(tasks).items():
+        episodes = reference.unsqueeze(1)  # one episode per task
+        episodes["mask"] = torch.ones_like(episodes["reward"])
+        out[name] = ({k: v[None] for k, v in scores(family, tasks, episodes).items()}, reference["reward"][None])
     return out
 
 
@@ -205,7 +205,7 @@ def select_step_sizes(candidate: Candidate, cfg: DictConfig, num_steps: int, fam
     that suit it, chosen without looking at the test tasks. Costs 1 + ``num_steps`` × |grid| batches.
     """
     generator = validation_generator(cfg.eval.seed)
-    tasks = family.sample_tasks(cfg.eval.num_val_tasks, generator, split="train")
+    tasks = family.sample_tasks(cfg.eval.num_val_tasks, generator, split="validation")
     sampler, theta = _setup(candidate, cfg, family, tasks, generator)
     support_tasks = family.support_tasks(tasks)
     elsewhere = support_tasks is not tasks  # walk-forward: adapt on support tasks, score on the tasks
@@ -326,7 +326,7 @@ class Evaluation:
     and k; see ``report``), ``results`` (``results.json``'s content, from the table), ``paths``
     (``{label: [(observations, mask) before, after]}`` of each adapted method's first run), the
     deterministic ``rewards`` (``{label: [K + 1, task, time]}``, first run, and the references'), K
-    (``num_steps``) and the files written (``files``)."""
+    (``num_steps``), the files written (``files``) and the family's text report (``report``)."""
 
     tasks: torch.Tensor
     table: pd.DataFrame
@@ -335,6 +335,7 @@ class Evaluation:
     rewards: dict
     num_steps: int
     files: list[Path] = field(default_factory=list)
+    report: str = ""  # the family's own report (``TaskFamily.reports``), for the terminal
 
 
 def curve_rows(label: str, run: int, seed: int, returns: torch.Tensor, step_sizes: list[float],
@@ -352,7 +353,8 @@ def curve_rows(label: str, run: int, seed: int, returns: torch.Tensor, step_size
     return frame
 
 
-def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family: TaskFamily | None = None) -> Evaluation:
+def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family: TaskFamily | None = None,
+             tasks: torch.Tensor | None = None) -> Evaluation:
     """Adaptation curves of ``candidates`` on the same fresh tasks, gathered in one long table.
 
     Candidates that share a label (the seeds of one setting) are pooled: the mean and the 95%
@@ -369,7 +371,7 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family
     """
     family = family or family_of(cfg)
     prefix, note = family.statistics_name, family.support_note()
-    tasks = held_out_tasks(cfg, family)
+    tasks = held_out_tasks(cfg, family) if tasks is None else tasks
     out_dir.mkdir(parents=True, exist_ok=True)
     frames, paths, rewards, files = [], {}, {}, []
     for run, c in enumerate(candidates):
@@ -392,10 +394,14 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family
             frames.append(curve_rows(name, 0, 0, statistics["return"], [], statistics, prefix, reference=True))
             rewards[name] = runs
     table = pd.concat(frames, ignore_index=True)
+    blocks, groups = family.task_blocks(tasks), family.task_groups(tasks)
+    table["block"] = (torch.arange(tasks.shape[0]) if blocks is None else blocks).numpy()[table["task"]]
+    table["group"] = pd.Series(groups or [""] * tasks.shape[0]).to_numpy()[table["task"]]
     results = summarize(table, family.benchmark)
     files += write_tables(results, table, out_dir)
     title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"
     plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png", title)
     evaluation = Evaluation(tasks, table, results, paths, rewards, cfg.eval.num_steps)
-    evaluation.files = [*files, out_dir / "adaptation_curve.png", *family.figures(evaluation, out_dir)]
+    evaluation.report, reported = family.reports(evaluation, out_dir)
+    evaluation.files = [*files, out_dir / "adaptation_curve.png", *reported]
     return evaluation

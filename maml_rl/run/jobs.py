@@ -15,7 +15,17 @@ from ..core.checkpoint import load_checkpoint, tracked_run
 from ..tracking import Tracker, TrackingUnavailable
 from .build import build_trainer, family_of, resolve_checkpoint, start_tracker
 from .exits import Refused, remove_launch_dir
-from .report import format_paired, format_statistics, format_table, metric_name, statistics_of, step_sizes
+from .report import (
+    format_counts,
+    format_groups,
+    format_paired,
+    format_statistics,
+    format_table,
+    metric_name,
+    statistics_of,
+    step_sizes,
+    summarize_groups,
+)
 from .sweeps import override_key, sweep_run_name
 from .trainer import Stopped
 
@@ -169,9 +179,13 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
     Raises:
         Refused: a checkpoint that cannot be evaluated or an unusable tracking store (nothing written).
     """
-    from .evaluation import EvaluationError, evaluate, load_candidates  # pandas: only for an evaluation
+    from .evaluation import EvaluationError, evaluate, held_out_tasks, load_candidates  # pandas: only here
 
     family = family_of(cfg)
+    try:
+        tasks = held_out_tasks(cfg, family)
+    except ValueError as err:  # more test tasks than the family holds
+        raise Refused(f"cannot evaluate: {err}") from None
     try:
         candidates = load_candidates(cfg, launch_dir, family)
         tracker = start_tracker(cfg, out_dir, launch_dir, name=f"evaluate-{cfg.env.name}")
@@ -185,10 +199,13 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
         tracker.set_tags({"evaluated_runs": ",".join(c.run_id for c in candidates if c.run_id),
                           **{f"evaluated.{metric_name(label)}": ",".join(c.run_id or c.source for c in group)
                              for label, group in groups.items()}})
-        evaluation = evaluate(cfg, candidates, out_dir, family)
+        evaluation = evaluate(cfg, candidates, out_dir, family, tasks)
         results = evaluation.results
-        tables = (format_table(results, cfg.eval.num_steps), format_paired(results, cfg.eval.num_steps),
-                  format_paired(results, cfg.eval.num_steps, "paired_benchmark"), format_statistics(results))
+        tables = (format_counts(results), format_table(results, cfg.eval.num_steps),
+                  format_paired(results, cfg.eval.num_steps), format_paired(results, cfg.eval.num_steps,
+                                                                            "paired_benchmark"),
+                  format_statistics(results), format_groups(summarize_groups(evaluation.table), cfg.eval.num_steps),
+                  evaluation.report)
         print("\n\n".join(t for t in tables if t))
         tracker.set_tags({f"step_sizes.{metric_name(label)}": step_sizes(rows)
                           for label, rows in results.items() if step_sizes(rows)})

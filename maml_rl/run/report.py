@@ -5,7 +5,9 @@ per-task returns, and the figures.
 The table has one row per method (label), training run, test task and k: ``method``, ``run`` (the
 checkpoint's index, so that the seeds of one setting pool), ``seed``, ``task``, ``k``, ``return``,
 ``lr`` (the step size that led to k; empty at k = 0), ``reference`` (a family's fixed strategy,
-e.g. buy-and-hold, rather than a policy) and, for a family with statistics, one column
+e.g. buy-and-hold, rather than a policy), ``block`` (tasks of one block are not independent: the
+family's ``task_blocks``, else one block per task), ``group`` (the family's ``task_groups``, e.g.
+the asset; empty without) and, for a family with statistics, one column
 ``<statistics name>/<statistic>`` each (the deterministic policy's, e.g. ``backtest/sharpe``).
 """
 
@@ -30,9 +32,35 @@ def metric_name(label: str) -> str:
     return re.sub(r"[^\w\-./]", "_", label)
 
 
-def ci95(values: pd.Series) -> float:
-    """The 95% confidence half-width of the mean, Z95·s/√n (normal approximation; s with n − 1)."""
-    return Z95 * values.std(ddof=1) / math.sqrt(len(values))
+BOOTSTRAP_REPS = 1000  # replications of a block bootstrap (its interval moves by about 2 % between seeds)
+
+
+def ci95(values: pd.Series, blocks: pd.Series | None = None) -> float:
+    """The 95% confidence half-width of the mean of ``values``.
+
+    Independent values (no ``blocks``, or one value per block): Z95·s/√n, the normal
+    approximation (s with n − 1). Values in ``blocks`` that move together (several assets over the
+    same dates): Z95 × the standard error of the mean under a bootstrap that resamples whole
+    blocks with replacement (``arch.bootstrap.IIDBootstrap`` over the blocks' sums and counts,
+    ``BOOTSTRAP_REPS`` replications, seed 0), so that n counts the blocks, not the values.
+    """
+    if blocks is None or blocks.nunique() == len(values):
+        return Z95 * values.std(ddof=1) / math.sqrt(len(values))
+    import numpy as np
+    from arch.bootstrap import IIDBootstrap  # only for dependent tasks
+
+    grouped = values.groupby(blocks.to_numpy())
+    sums, counts = grouped.sum().to_numpy(np.float64), grouped.size().to_numpy(np.float64)
+    if len(sums) < 2:
+        return math.nan
+    bootstrap = IIDBootstrap(sums, counts, seed=0)
+    variance = bootstrap.cov(lambda s, c: np.array([s.sum() / c.sum()]), reps=BOOTSTRAP_REPS)
+    return Z95 * math.sqrt(float(np.squeeze(variance)))
+
+
+def blocks_of(rows: pd.DataFrame) -> pd.Series | None:
+    """The ``block`` column of some rows of the long table (None for a table without one)."""
+    return rows["block"] if "block" in rows.columns else None
 
 
 def statistic_columns(table: pd.DataFrame) -> list[str]:
@@ -42,10 +70,11 @@ def statistic_columns(table: pd.DataFrame) -> list[str]:
 
 def summarize(table: pd.DataFrame, benchmark: str | None = None) -> dict:
     """``results.json``'s content from the long table: ``{method: {k: {"mean", "ci95", "n_tasks",
-    "n_seeds", "lr", "paired", "paired_benchmark", <statistics name>}}}`` in the table's order of
-    methods.
+    "n_blocks", "n_seeds", "lr", "paired", "paired_benchmark", <statistics name>}}}`` in the
+    table's order of methods.
 
-    The mean and the 95% interval pool runs (seeds) × tasks; ``lr`` lists each run's step size at
+    The mean and the 95% interval pool runs (seeds) × tasks, the interval over blocks of
+    dependent tasks where the family gives them (``ci95``; ``n_blocks`` independent blocks); ``lr`` lists each run's step size at
     k ≥ 1; ``paired`` and, given a ``benchmark`` row (a family's reference, e.g. buy-and-hold),
     ``paired_benchmark`` are added by ``add_paired``; a family's statistics are ``{statistic:
     {"mean", "ci95", "n_tasks", "n_seeds"}}`` under its statistics name.
@@ -53,14 +82,16 @@ def summarize(table: pd.DataFrame, benchmark: str | None = None) -> dict:
     results: dict[str, dict[int, dict]] = {}
     columns = statistic_columns(table)
     for (method, k), rows in table.groupby(["method", "k"], sort=False):
-        runs = rows["run"].nunique()
-        cell = {"mean": float(rows["return"].mean()), "ci95": float(ci95(rows["return"])),
-                "n_tasks": len(rows) // runs, "n_seeds": runs}
+        runs, blocks = rows["run"].nunique(), blocks_of(rows)
+        cell = {"mean": float(rows["return"].mean()), "ci95": float(ci95(rows["return"], blocks)),
+                "n_tasks": len(rows) // runs, "n_blocks": int(rows["task"].nunique() if blocks is None else blocks.nunique()),
+                "n_seeds": runs}
         if k > 0 and rows["lr"].notna().any():
             cell["lr"] = [float(a) for a in rows.drop_duplicates("run")["lr"]]
         for column in columns:
             group, name = column.split("/", 1)
-            cell.setdefault(group, {})[name] = {"mean": float(rows[column].mean()), "ci95": float(ci95(rows[column])),
+            cell.setdefault(group, {})[name] = {"mean": float(rows[column].mean()),
+                                                "ci95": float(ci95(rows[column], blocks)),
                                                 "n_tasks": len(rows) // runs, "n_seeds": runs}
         results.setdefault(method, {})[int(k)] = cell
     add_paired(results, table, benchmark)
@@ -77,9 +108,15 @@ def add_paired(results: dict, table: pd.DataFrame, benchmark: str | None = None)
     Every method is evaluated on the same tasks, so the spread of task difficulty (a goal velocity
     of 0 or 3), which dominates each method's own interval, cancels in the per-task difference:
     the paired interval answers "does the reference beat this method on these tasks?". Each
-    task's return is first averaged over the method's runs; the half-width is Z95·s/√n over tasks.
+    task's return is first averaged over the method's runs; the half-width is ``ci95``'s over tasks
+    (over blocks of tasks where the table has them).
     """
     per_task = table.groupby(["method", "k", "task"], sort=False)["return"].mean()
+    block = table.drop_duplicates("task").set_index("task")["block"] if "block" in table.columns else None
+
+    def interval(diff: pd.Series) -> float:
+        return float(ci95(diff, None if block is None else block.loc[diff.index]))
+
     labels = list(dict.fromkeys(table.loc[~table["reference"], "method"]))
     reference = next((label for label in labels if label.split()[0] == "maml"), None)
     for label in labels:
@@ -87,11 +124,38 @@ def add_paired(results: dict, table: pd.DataFrame, benchmark: str | None = None)
             if reference is not None and label != reference and k in results[reference]:
                 diff = per_task[reference, k] - per_task[label, k]
                 results[label][k]["paired"] = {"reference": reference, "mean": float(diff.mean()),
-                                               "ci95": float(ci95(diff))}
+                                               "ci95": interval(diff)}
             if benchmark in results:  # a fixed strategy: its one row (k = 0) against every k
                 diff = per_task[label, k] - per_task[benchmark, 0]
                 results[label][k]["paired_benchmark"] = {"reference": benchmark, "mean": float(diff.mean()),
-                                                         "ci95": float(ci95(diff))}
+                                                         "ci95": interval(diff)}
+
+
+def summarize_groups(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per group (the family's ``task_groups``, e.g. the asset), method and k: ``group,
+    method, k, mean, ci95, n_tasks`` of the return (an empty frame for a table without groups).
+    Within a group every task is its own block (one asset's test windows do not overlap)."""
+    if "group" not in table.columns or not table["group"].astype(bool).any():
+        return pd.DataFrame(columns=["group", "method", "k", "mean", "ci95", "n_tasks"])
+    rows = [{"group": group, "method": method, "k": int(k), "mean": float(part["return"].mean()),
+             "ci95": float(ci95(part["return"])) if len(part) > 1 else math.nan, "n_tasks": int(part["task"].nunique())}
+            for (group, method, k), part in table.groupby(["group", "method", "k"], sort=False)]
+    return pd.DataFrame(rows)
+
+
+def format_groups(groups: pd.DataFrame, num_steps: int) -> str:
+    """``summarize_groups`` as text: per group, ``mean ± ci95`` per method and k (empty without groups)."""
+    if groups.empty:
+        return ""
+    width = max([14, *(len(m) + 2 for m in groups["method"])])
+    lines = []
+    for group, part in groups.groupby("group", sort=False):
+        lines.append(f"{group} ({int(part['n_tasks'].iloc[0])} tasks)".ljust(width)
+                     + "".join(f"{f'k={k}':>18}" for k in range(num_steps + 1)))
+        for method, rows in part.groupby("method", sort=False):
+            cells = {int(r.k): cell_text({"mean": r.mean, "ci95": r.ci95}) for r in rows.itertuples()}
+            lines.append(f"{method:<{width}}" + "".join(f"{cells.get(k, '-'):>18}" for k in range(num_steps + 1)))
+    return "\n".join(lines)
 
 
 def step_sizes(rows: dict) -> str:
@@ -124,8 +188,9 @@ def write_tables(results: dict, table: pd.DataFrame, out_dir: Path) -> list[Path
     """``results.json`` (the contract, see docs/outputs.md), ``results.csv`` (one row per method and
     k: the paired difference from the reference in ``paired_mean`` and ``paired_ci95``, empty for the
     reference; ``<statistics name>_<statistic>`` and ``…_ci95`` columns for a family's statistics)
-    and ``returns_per_task.csv`` (the policies' rows of the long table: ``method, seed, task, k,
-    return``). Returns the three paths."""
+    ``returns_per_task.csv`` (the policies' rows of the long table: ``method, seed, task``, the
+    task's ``group`` and ``block`` where the family gives them, ``k, return``) and, for a family
+    with task groups, ``results_by_group.csv`` (``summarize_groups``). Returns the paths."""
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     groups = statistic_groups(results)
     rows = []
@@ -142,9 +207,26 @@ def write_tables(results: dict, table: pd.DataFrame, out_dir: Path) -> list[Path
                     row[f"{group}_{name}"], row[f"{group}_{name}_ci95"] = value.get("mean"), value.get("ci95")
             rows.append(row)
     pd.DataFrame(rows).to_csv(out_dir / "results.csv", index=False, float_format="%.4f")
-    per_task = table.loc[~table["reference"], ["method", "seed", "task", "k", "return"]]
+    columns = ["method", "seed", "task", *(c for c in ("group", "block") if c in table.columns), "k", "return"]
+    per_task = table.loc[~table["reference"], columns]
     per_task.to_csv(out_dir / "returns_per_task.csv", index=False, float_format="%.4f")
-    return [out_dir / name for name in ("results.json", "results.csv", "returns_per_task.csv")]
+    files = [out_dir / name for name in ("results.json", "results.csv", "returns_per_task.csv")]
+    groups = summarize_groups(table)
+    if not groups.empty:
+        groups.to_csv(out_dir / "results_by_group.csv", index=False, float_format="%.4f")
+        files.append(out_dir / "results_by_group.csv")
+    return files
+
+
+def format_counts(results: dict) -> str:
+    """How many test tasks the tables pool, and how many of them are independent."""
+    cell = next(iter(next(iter(results.values())).values()))
+    tasks, blocks = cell["n_tasks"], cell.get("n_blocks", cell["n_tasks"])
+    seeds = f" × {cell['n_seeds']} seeds" if cell["n_seeds"] > 1 else ""
+    if blocks == tasks:
+        return f"{tasks} test tasks{seeds}, independent: intervals are 1.96 s/√n"
+    return (f"{tasks} test tasks{seeds} in {blocks} independent blocks (tasks of one block move together): "
+            "intervals resample blocks")
 
 
 def cell_text(cell: dict | None) -> str:
