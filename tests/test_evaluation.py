@@ -24,7 +24,7 @@ from maml_rl.run.evaluation import (
     random_candidate,
     validation_generator,
 )
-from maml_rl.run.report import curves_figure, format_paired, summarize
+from maml_rl.run.report import ci95, curves_figure, format_counts, format_paired, summarize, summarize_groups
 
 from .conftest import FIG4_EVAL, TINY, composed
 from .test_cli import run_cli, runs_in
@@ -167,6 +167,29 @@ def test_paired_interval_removes_the_spread_of_task_difficulty():
     assert results["pretrained"][0]["paired"] == {"reference": "maml", "mean": 3.0, "ci95": 0.0}
     assert "3.00 ±  0.00" in format_paired(results, 0)
     assert format_paired(summarize(table[table["method"] == "pretrained"]), 0) == ""  # no MAML method, no paired table
+
+
+def test_intervals_over_blocks_count_the_blocks_not_the_tasks():
+    """Three assets that move together over the same 12 dates (a block each date): the block
+    interval equals the interval of the 12 block means (the bootstrap's standard error over 12
+    independent values, within its resampling noise), not the 36 tasks' one, which is √3 too narrow;
+    with one task per block it is the normal interval again."""
+    g = torch.Generator().manual_seed(3)
+    per_date = torch.randn(12, generator=g, dtype=torch.float64)
+    values = pd.Series(per_date.repeat_interleave(3).numpy())
+    blocks = pd.Series(torch.arange(12).repeat_interleave(3).numpy())
+    of_means = 1.96 * per_date.std(unbiased=False).item() / math.sqrt(12)  # the bootstrap SE of a mean of 12
+    assert ci95(values, blocks) == pytest.approx(of_means, rel=0.08)
+    assert ci95(values) == pytest.approx(1.96 * values.std(ddof=1) / 6) and ci95(values) < 0.65 * ci95(values, blocks)
+    independent = pd.Series(torch.randn(30, generator=g, dtype=torch.float64).numpy())
+    assert ci95(independent, pd.Series(range(30))) == ci95(independent)  # one task per block: 1.96 s/√n
+    table = pd.DataFrame({"method": "maml", "run": 0, "seed": 0, "task": range(36), "k": 0, "return": values,
+                          "lr": math.nan, "reference": False, "block": blocks, "group": ["a", "b", "c"] * 12})
+    cell = summarize(table)["maml"][0]
+    assert cell["n_tasks"] == 36 and cell["n_blocks"] == 12 and cell["ci95"] == ci95(values, blocks)
+    assert "36 test tasks in 12 independent blocks" in format_counts(summarize(table))
+    groups = summarize_groups(table)
+    assert list(groups["group"]) == ["a", "b", "c"] and list(groups["n_tasks"]) == [12, 12, 12]
 
 
 def test_fig4_preset_with_the_submitit_launcher(tmp_path):

@@ -16,11 +16,11 @@ import torch
 from backtesting import Strategy
 from backtesting.lib import FractionalBacktest
 
-from maml_rl.config import settings
+from maml_rl.config import ConfigError, settings, validate
 from maml_rl.envs.base import build_family
 from maml_rl.envs.trading import PERCENT, Trading, TradingEnv, backtest_statistics, load_market, read_series
 from maml_rl.run.build import build_inner_loop, build_sampler, family_of, initial_policy
-from maml_rl.run.evaluation import evaluate, held_out_tasks, random_candidate
+from maml_rl.run.evaluation import evaluate, held_out_tasks, random_candidate, reference_runs
 
 from .conftest import TINY, composed
 from .test_cli import run_cli, runs_in
@@ -41,12 +41,13 @@ def play(env: TradingEnv, positions: torch.Tensor) -> tuple[torch.Tensor, list[t
     return torch.stack(rewards), observations
 
 
-def test_equity_matches_backtesting_py_for_the_same_positions():
-    """Long/flat positions on GOOG through backtesting.py (orders filled at the bar's close, fractional
-    units, commission 0.1 % of each fill): the env's equity exp(Σ reward / 100) is the backtester's to
-    1e-5. What is left is the backtester's convention for a buy of all the cash, which pays the
-    commission on top of the fill (equity × 1/(1 + c)) where the env charges c of the equity
-    (× (1 − c)): c² = 1e-6 per buy."""
+@pytest.mark.parametrize("execution", ["close", "next_open"])
+def test_equity_matches_backtesting_py_for_the_same_positions(execution):
+    """Long/flat positions on GOOG through backtesting.py (orders filled at the bar's close, or at the
+    next bar's open with ``trade_on_close=False``; fractional units, commission 0.1 % of each fill):
+    the env's equity exp(Σ reward / 100) is the backtester's to 1e-5. What is left is the
+    backtester's convention for a buy of all the cash, which pays the commission on top of the
+    fill (equity × 1/(1 + c)) where the env charges c of the equity (× (1 − c)): c² = 1e-6 per buy."""
     horizon, lookback, start, commission = 60, 5, 300, 0.001
     positions = torch.tensor([float((t // 7) % 2 == 0) for t in range(horizon)])  # 7 bars long, 7 flat, ...
     planned = np.zeros(2200)
@@ -66,17 +67,58 @@ def test_equity_matches_backtesting_py_for_the_same_positions():
     prices = read_series("GOOG").set_index("Date")[["Open", "High", "Low", "Close", "Volume"]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # backtesting.py's notes on fractional units
-        stats = FractionalBacktest(prices, Follow, cash=1e6, commission=commission, trade_on_close=True,
-                                   fractional_unit=1e-8).run()
+        stats = FractionalBacktest(prices, Follow, cash=1e6, commission=commission,
+                                   trade_on_close=execution == "close", fractional_unit=1e-8).run()
     assert stats["# Trades"] == 5
     equity = stats._equity_curve["Equity"].to_numpy()
     reference = equity[start + 1:start + horizon + 1] / equity[start]
-    env = TradingEnv(load_market(("GOOG",), GOOG_SPLIT, lookback, horizon), 1, 1, horizon, lookback, commission)
+    env = TradingEnv(load_market(("GOOG",), GOOG_SPLIT, lookback, horizon), 1, 1, horizon, lookback, commission,
+                     next_open=execution == "next_open")
     env.set_tasks(torch.tensor([[0.0, start, 0.0, 0.0]], dtype=torch.float64))
     rewards, _ = play(env, positions)
     ours = torch.exp(rewards.cumsum(0) / PERCENT).numpy()
     np.testing.assert_allclose(ours, reference, rtol=1e-5)
     assert abs(ours[-1] - 1) > 0.05  # the window moved: the check compares more than two flat lines
+    if execution == "next_open":  # and the open is not the close: the two fills differ
+        at_close = TradingEnv(env.market, 1, 1, horizon, lookback, commission)
+        at_close.set_tasks(env.tasks)
+        assert np.abs(torch.exp(play(at_close, positions)[0].cumsum(0) / PERCENT).numpy() / reference - 1).max() > 1e-3
+
+
+def test_commissions_are_per_series_in_basis_points():
+    """``env.commission_bps=[0, 100]``: a position opened on the second series pays 1 %, on the first
+    nothing; one value applies to every series; a list of another length is refused."""
+    family = build_family(settings(composed("env=trading", "env.data=[SP500,WTI]", "env.commission_bps=[0,100]"), "env"))
+    tasks = family.sample_tasks(2, torch.Generator().manual_seed(0))
+    tasks[:, 0] = torch.tensor([0.0, 1.0])
+    hold = family.references(tasks)["buy-and-hold"]["reward"]
+    earned = family.market.earned(tasks[:, 0].long(), tasks[:, 1].long(), family.config.horizon)
+    torch.testing.assert_close(hold[:, 0], PERCENT * (earned[:, 0] + torch.tensor([0.0, math.log1p(-0.01)],
+                                                                                  dtype=torch.float64)))
+    assert family_of(composed("env=trading", "env.commission_bps=[2]")).commissions.tolist() == [2e-4] * 3
+    with pytest.raises(ConfigError, match=r"env.commission_bps=\[1.0, 2.0\] has 2 values for 3 series"):
+        validate(composed("env=trading", "env.commission_bps=[1,2]"))
+
+
+def test_turnover_is_the_equity_traded_per_year():
+    """Buy-and-hold trades once per window (from flat): bars per year / horizon; flat trades nothing;
+    the 50-bar momentum rule at least as much as buy-and-hold."""
+    family = family_of(composed("env=trading"))
+    tasks = family.test_windows()[:6]
+    scored = reference_runs(family, tasks)
+    year = family.market.bars_per_year[tasks[:, 0].long()]
+    torch.testing.assert_close(scored["buy-and-hold"][0]["turnover"][0], year / family.config.horizon)
+    assert scored["flat"][0]["turnover"].abs().max() == 0
+    assert (scored["momentum 50"][0]["turnover"] >= scored["buy-and-hold"][0]["turnover"] - 1e-9).all()
+
+
+def test_wti_is_built_in_with_closes_only_and_fills_only_at_the_close():
+    frame = read_series("WTI")
+    assert str(frame["Date"].iloc[0].date()) == "1986-01-02" and len(frame) == 8611 - 290  # FRED's "." holidays out
+    assert (frame["Open"] == frame["Close"]).all()
+    with pytest.raises(ConfigError, match="env.execution=next_open: WTI has closes only"):
+        validate(composed("env=trading", "env.execution=next_open"))
+    validate(composed("env=trading", "env.execution=next_open", "env.data=[SP500,NASDAQ]"))
 
 
 @pytest.mark.parametrize("path", ["short", "long-short", "fractional"])
@@ -313,6 +355,29 @@ def test_the_backtest_compares_methods_with_buy_and_hold_out_of_sample(trading_r
     assert {"equity_curves.png", "adaptation_curve.png", "results.csv"} <= artifacts
     header = (cwd / "evaluation" / "results.csv").read_text().splitlines()[0]
     assert "backtest_sharpe" in header and "backtest_max_drawdown_ci95" in header and "benchmark_ci95" in header
+
+
+def test_the_evaluation_reports_per_asset_counts_its_blocks_and_pools_the_chained_windows(trading_runs):
+    """Four test windows: three assets on the first dates, one on the next (two independent blocks),
+    said with the tables; per-asset rows; the chained windows' pooled backtest per asset and for all."""
+    cwd, proc = trading_runs
+    results = json.loads((cwd / "evaluation" / "results.json").read_text())
+    assert results["maml"]["0"]["n_tasks"] == 4 and results["maml"]["0"]["n_blocks"] == 2
+    assert "4 test tasks in 2 independent blocks (tasks of one block move together): intervals resample blocks" in proc.stdout
+    groups = pd.read_csv(cwd / "evaluation" / "results_by_group.csv")
+    assert set(groups["group"]) == {"SP500", "NASDAQ", "WTI"}
+    assert groups.loc[groups["group"] == "SP500", "n_tasks"].eq(2).all()  # slots 0 and 1 of the first asset
+    pooled = pd.read_csv(cwd / "evaluation" / "pooled_backtest.csv")
+    hold = pooled[(pooled["method"] == "buy-and-hold") & (pooled["asset"] == "all")].iloc[0]
+    assert hold["bars"] == 4 * 20 and hold["return"] == pytest.approx(results["buy-and-hold"]["0"]["mean"] * 4, abs=1e-3)
+    assert {"annual_return", "sharpe", "sortino", "max_drawdown"} <= set(pooled.columns)
+    assert "pooled returns" in proc.stdout and "SP500 (2 tasks)" in proc.stdout
+    costs = pd.read_csv(cwd / "evaluation" / "cost_sensitivity.csv").set_index(["method", "k"])
+    assert list(costs.columns) == ["0 bps", "2 bps", "5 bps", "10 bps", "20 bps"]
+    hold = costs.loc[("buy-and-hold", 0)]  # one fill of 1 per window, at 5 bps its evaluated return
+    assert hold["5 bps"] == pytest.approx(results["buy-and-hold"]["0"]["mean"], abs=1e-3)
+    assert hold["0 bps"] - hold["20 bps"] == pytest.approx(-PERCENT * math.log1p(-0.002), abs=1e-3)
+    assert (costs["0 bps"] >= costs["20 bps"] - 1e-9).all()  # a cost never pays
 
 
 def test_every_method_is_compared_with_buy_and_hold_on_the_same_windows(trading_runs):

@@ -160,7 +160,7 @@ class TaskFamily:
 
     def reports(self, evaluation: Any, out_dir: Path) -> tuple[str, list[Path]]:
         """What only this family can report of an evaluation (``evaluation``: the run layer's
-        ``Evaluation``: its tasks, table, paths and deterministic rewards): text for the terminal
+        ``Evaluation``: its tasks, table, paths and deterministic runs): text for the terminal
         (empty for none) and the files written to ``out_dir`` (pictures, tables). None by default."""
         return "", []
 

@@ -118,7 +118,9 @@ class TradingConfig(EnvConfig):
     ``execution``: a position decided at a close is filled at that ``close`` (default) or at the
     ``next_open``, so that the position held overnight is the previous one (series with opens only).
     ``momentum_bars``, ``ma_bars`` (fast, slow), ``vol_bars`` and ``vol_target`` (annualised) set
-    the rule-based references evaluation scores beside buy-and-hold (``Trading.references``).
+    the rule-based references evaluation scores beside buy-and-hold (``Trading.references``);
+    ``cost_sensitivity_bps`` the commissions at which evaluation re-scores every deterministic
+    backtest (``Trading.cost_sensitivity``).
     """
 
     name: str = "trading"
@@ -128,6 +130,7 @@ class TradingConfig(EnvConfig):
     split_dates: list[str] = field(default_factory=lambda: ["2012-01-01", "2015-01-01"])
     support: str = "preceding"
     execution: str = "close"
+    cost_sensitivity_bps: list[float] = field(default_factory=lambda: [0.0, 2.0, 5.0, 10.0, 20.0])
     momentum_bars: int = 50
     ma_bars: list[int] = field(default_factory=lambda: [20, 100])
     vol_bars: int = 20
@@ -145,6 +148,7 @@ class TradingConfig(EnvConfig):
                         "[validation start, test start], two dates YYYY-MM-DD in increasing order"),
         "support": (lambda v: v in SUPPORTS, f"one of {list(SUPPORTS)}"),
         "execution": (lambda v: v in EXECUTIONS, f"one of {list(EXECUTIONS)}"),
+        "cost_sensitivity_bps": (lambda v: all(0 <= c < 10_000 for c in v), "basis points in [0, 10000)"),
         "momentum_bars": (lambda v: v >= 1, ">= 1"),
         "ma_bars": (lambda v: len(v) == 2 and 1 <= v[0] < v[1], "[fast, slow] with 1 <= fast < slow"),
         "vol_bars": (lambda v: v >= 2, ">= 2"),

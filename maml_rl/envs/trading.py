@@ -444,16 +444,42 @@ class Trading(TaskFamily):
         return statistics
 
     def reports(self, evaluation, out_dir: Path) -> tuple[str, list[Path]]:
-        """``equity_curves.png`` (the deterministic policies' and the references' cumulative P&L) and
-        ``pooled_backtest.csv`` (``pooled_backtest``), with the latter's text."""
-        if not evaluation.rewards:
+        """``equity_curves.png`` (the deterministic policies' and the references' cumulative P&L),
+        ``pooled_backtest.csv`` (``pooled_backtest``) and ``cost_sensitivity.csv``
+        (``cost_sensitivity``), with the text of the two tables."""
+        if not evaluation.played:
             return "", []
-        pooled = self.pooled_backtest(evaluation.rewards, evaluation.tasks)
+        rewards = {label: runs["reward"] for label, runs in evaluation.played.items()}
+        pooled = self.pooled_backtest(rewards, evaluation.tasks)
+        costs = self.cost_sensitivity(evaluation.played, evaluation.tasks)
         pooled.to_csv(out_dir / "pooled_backtest.csv", index=False, float_format="%.4f")
+        costs.to_csv(out_dir / "cost_sensitivity.csv", float_format="%.4f")
         text = ("deterministic policies on the test windows chained per asset, first seed (pooled returns):\n"
-                + pooled.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        return text, [plot_equity(evaluation.rewards, evaluation.tasks, out_dir / "equity_curves.png"),
-                      out_dir / "pooled_backtest.csv"]
+                + pooled.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+                + "\n\nmean % log-return per test window at each commission (bps per unit traded), first seed:\n"
+                + costs.to_string(float_format=lambda v: f"{v:.2f}"))
+        return text, [plot_equity(rewards, evaluation.tasks, out_dir / "equity_curves.png"),
+                      out_dir / "pooled_backtest.csv", out_dir / "cost_sensitivity.csv"]
+
+    def cost_sensitivity(self, played: dict, tasks: torch.Tensor):
+        """The deterministic positions of each method (first seed; before adaptation and after the
+        last step) and of the references re-scored at every commission of ``env.cost_sensitivity_bps``
+        (the same positions: a policy that would trade less at a higher cost is not retrained):
+        a frame indexed by ``method, k`` with one column per commission in basis points, the mean
+        percent log-return per window."""
+        import pandas as pd
+
+        c = self.config
+        asset, start = tasks[:, 0].long(), tasks[:, 1].long()
+        earned = self.market.earned(asset, start, c.horizon)
+        gaps = self.market.earned(asset, start, c.horizon, gaps=True) if c.execution == "next_open" else None
+        rows = {}
+        for label, runs in played.items():
+            for k in sorted({0, runs.shape[0] - 1}):
+                positions = runs["action"][k, ..., 0].double().clamp(-1.0, 1.0)
+                rows[label, k] = {f"{bps:g} bps": float(rule_rewards(positions, earned, bps / 10_000, gaps).sum(-1).mean())
+                                  for bps in c.cost_sensitivity_bps}
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["method", "k"])
 
     def pooled_backtest(self, rewards: dict[str, torch.Tensor], tasks: torch.Tensor):
         """Backtest statistics of pooled returns, not averaged per window: for each method (its first

@@ -171,26 +171,27 @@ def scores(family: TaskFamily, tasks: torch.Tensor, episodes: TensorDict) -> dic
 
 
 def deterministic_runs(candidate: Candidate, cfg: DictConfig, family: TaskFamily, tasks: torch.Tensor,
-                       params: list[dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                       params: list[dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], TensorDict]:
     """The deterministic policy (its mode) of every θ_k on one episode per task, scored by ``scores``
     (e.g. a backtest: return, annual return, Sharpe, …).
 
-    Returns ``{statistic: [K + 1, task]}`` and the rewards ``[K + 1, task, time]``.
+    Returns ``{statistic: [K + 1, task]}`` and the episodes' ``reward`` and ``action`` ``[K + 1, task, time]``.
     """
     sampler, _ = _setup(candidate, cfg, family, tasks, torch.Generator(), episodes_per_task=1)
     runs = [sampler(theta, deterministic=True) for theta in params]
     stats = [scores(family, tasks, episodes) for episodes in runs]
-    return {k: torch.stack([s[k] for s in stats]) for k in stats[0]}, torch.stack([e["reward"][:, 0] for e in runs])
+    played = torch.stack([e.select("reward", "action")[:, 0] for e in runs])
+    return {k: torch.stack([s[k] for s in stats]) for k in stats[0]}, played
 
 
-def reference_runs(family: TaskFamily, tasks: torch.Tensor) -> dict[str, tuple[dict[str, torch.Tensor], torch.Tensor]]:
+def reference_runs(family: TaskFamily, tasks: torch.Tensor) -> dict[str, tuple[dict[str, torch.Tensor], TensorDict]]:
     """The family's reference strategies (``TaskFamily.references``, e.g. buy-and-hold) on ``tasks``,
-    scored as ``deterministic_runs`` scores a policy: ``{name: ({statistic: [1, task]}, rewards [1, task, time])}``."""
+    scored as ``deterministic_runs`` scores a policy: ``{name: ({statistic: [1, task]}, episodes [1, task, time])}``."""
     out = {}
     for name, reference in family.references(tasks).items():
         episodes = reference.unsqueeze(1)  # one episode per task
         episodes["mask"] = torch.ones_like(episodes["reward"])
-        out[name] = ({k: v[None] for k, v in scores(family, tasks, episodes).items()}, reference["reward"][None])
+        out[name] = ({k: v[None] for k, v in scores(family, tasks, episodes).items()}, reference[None])
     return out
 
 
@@ -325,14 +326,15 @@ class Evaluation:
     """What ``evaluate`` found: the test ``tasks``, the long ``table`` (one row per method, run, task
     and k; see ``report``), ``results`` (``results.json``'s content, from the table), ``paths``
     (``{label: [(observations, mask) before, after]}`` of each adapted method's first run), the
-    deterministic ``rewards`` (``{label: [K + 1, task, time]}``, first run, and the references'), K
+    deterministic runs ``played`` (``{label: [K + 1, task, time]}`` with ``reward`` and ``action``, first run,
+    and the references'), K
     (``num_steps``), the files written (``files``) and the family's text report (``report``)."""
 
     tasks: torch.Tensor
     table: pd.DataFrame
     results: dict
     paths: dict
-    rewards: dict
+    played: dict
     num_steps: int
     files: list[Path] = field(default_factory=list)
     report: str = ""  # the family's own report (``TaskFamily.reports``), for the terminal
@@ -373,7 +375,7 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family
     prefix, note = family.statistics_name, family.support_note()
     tasks = held_out_tasks(cfg, family) if tasks is None else tasks
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames, paths, rewards, files = [], {}, {}, []
+    frames, paths, played, files = [], {}, {}, []
     for run, c in enumerate(candidates):
         step_sizes = step_sizes_of(c, cfg, family)
         if note and step_sizes and note not in c.label:  # adapted on the scored data: say so wherever it shows
@@ -387,12 +389,12 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family
         statistics = {}
         if family.statistics:
             statistics, runs = deterministic_runs(c, cfg, family, tasks, curve.params)
-            rewards.setdefault(c.label, runs)
+            played.setdefault(c.label, runs)
         frames.append(curve_rows(c.label, run, c.seed, curve.returns, step_sizes, statistics, prefix))
     if family.statistics:
         for name, (statistics, runs) in reference_runs(family, tasks).items():
             frames.append(curve_rows(name, 0, 0, statistics["return"], [], statistics, prefix, reference=True))
-            rewards[name] = runs
+            played[name] = runs
     table = pd.concat(frames, ignore_index=True)
     blocks, groups = family.task_blocks(tasks), family.task_groups(tasks)
     table["block"] = (torch.arange(tasks.shape[0]) if blocks is None else blocks).numpy()[table["task"]]
@@ -401,7 +403,7 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family
     files += write_tables(results, table, out_dir)
     title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"
     plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png", title)
-    evaluation = Evaluation(tasks, table, results, paths, rewards, cfg.eval.num_steps)
+    evaluation = Evaluation(tasks, table, results, paths, played, cfg.eval.num_steps)
     evaluation.report, reported = family.reports(evaluation, out_dir)
     evaluation.files = [*files, out_dir / "adaptation_curve.png", *reported]
     return evaluation
