@@ -458,7 +458,9 @@ class Trading(TaskFamily):
                 + pooled.to_string(index=False, float_format=lambda v: f"{v:.3f}")
                 + "\n\nmean % log-return per test window at each commission (bps per unit traded), first seed:\n"
                 + costs.to_string(float_format=lambda v: f"{v:.2f}"))
-        return text, [plot_equity(rewards, evaluation.tasks, out_dir / "equity_curves.png"),
+        titles = [f"{self.market.names[int(a)]} from {str(self.market.dates[int(a)][int(d) + 1])[:10]}"
+                  for a, d in evaluation.tasks[:, :2].tolist()]
+        return text, [plot_equity(rewards, evaluation.tasks, out_dir / "equity_curves.png", titles=titles),
                       out_dir / "pooled_backtest.csv", out_dir / "cost_sensitivity.csv"]
 
     def cost_sensitivity(self, played: dict, tasks: torch.Tensor):
@@ -507,10 +509,12 @@ class Trading(TaskFamily):
         return pd.DataFrame(rows)
 
 
-def plot_equity(rewards: dict[str, torch.Tensor], tasks: torch.Tensor, path: Path, windows: int = 4) -> Path:
+def plot_equity(rewards: dict[str, torch.Tensor], tasks: torch.Tensor, path: Path, windows: int = 4,
+                titles: list[str] | None = None) -> Path:
     """Cumulative percent log-return of each method's deterministic policy, before adaptation and
-    after the last step, and of the references, on the first ``windows`` test windows; ``rewards``
-    is ``{label: [K + 1, task, time]}`` (one seed). Returns ``path``."""
+    after the last step, and of the references, on the first ``windows`` test windows (``titles``:
+    what each is, e.g. its asset and first date); ``rewards`` is ``{label: [K + 1, task, time]}``
+    (one seed). Returns ``path``."""
     plt = pyplot()
     shown = min(windows, tasks.shape[0])
     fig, axes = plt.subplots(1, shown, figsize=(4.2 * shown, 3.8), squeeze=False)
@@ -522,7 +526,7 @@ def plot_equity(rewards: dict[str, torch.Tensor], tasks: torch.Tensor, path: Pat
                 continue
             ax.plot(equity[0], color=f"C{j}", alpha=0.5, linewidth=0.8, label=f"{label}, k=0")
             ax.plot(equity[-1], color=f"C{j}", label=f"{label}, k={len(equity) - 1}")
-        ax.set_title(f"test window {i}", fontsize=9)
+        ax.set_title(titles[i] if titles else f"test window {i}", fontsize=9)
         ax.set_xlabel("bar")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("cumulative % log-return")

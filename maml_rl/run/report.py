@@ -296,11 +296,14 @@ def curves_figure(results: dict, num_steps: int, title: str):
     fixed = [m for m in results if m not in adapted]
     for i, (method, rows) in enumerate(results.items()):
         n = rows[0]["n_tasks"] * rows[0].get("n_seeds", 1)
-        if method not in adapted:  # the oracle, a benchmark: one line each, told apart by their style
+        blocks = rows[0].get("n_blocks", rows[0]["n_tasks"])
+        n = f"{n} in {blocks} blocks" if blocks < rows[0]["n_tasks"] else n
+        if method not in adapted:  # the oracle, a benchmark: one line each, told apart by style and shade
             mean, ci = rows[0]["mean"], rows[0]["ci95"]
-            style = ["--", ":", "-.", (0, (5, 1))][fixed.index(method) % 4]
-            ax.axhline(mean, color="k", linestyle=style, label=f"{method} (no adaptation, n={n})")
-            ax.axhspan(mean - ci, mean + ci, color="k", alpha=0.1)
+            j = fixed.index(method)
+            style, color = ["--", ":", "-.", (0, (5, 1))][j % 4], ["k", "0.45", "tab:brown", "tab:olive"][j // 4 % 4]
+            ax.axhline(mean, color=color, linestyle=style, label=f"{method} (no adaptation, n={n})")
+            ax.axhspan(mean - ci, mean + ci, color=color, alpha=0.1)
             continue
         x = ks + 0.06 * (adapted.index(method) - (len(adapted) - 1) / 2)
         means = torch.tensor([rows[k]["mean"] for k in range(num_steps + 1)])
