@@ -125,8 +125,9 @@ def test_fig4_preset_trains_three_baselines_and_evaluates_four(fig4_sweep):
     for method, rows in results.items():
         assert list(rows) == (["0"] if method == "oracle" else ["0", "1", "2", "3"])
         for k, row in rows.items():
-            assert set(row) == ({"mean", "ci95", "n_tasks", "n_seeds"} | ({"lr"} if k != "0" else set())
-                                | ({"paired"} if method != "maml" else set())) and (row["n_tasks"], row["n_seeds"]) == (5, 1)
+            assert set(row) == ({"mean", "ci95", "n_tasks", "n_blocks", "n_seeds"} | ({"lr"} if k != "0" else set())
+                                | ({"paired"} if method != "maml" else set()))
+            assert (row["n_tasks"], row["n_blocks"], row["n_seeds"]) == (5, 5, 1)  # independent goals
             assert -10 <= row["mean"] <= 0 and row["ci95"] >= 0
     for name in ("results.csv", "returns_per_task.csv", "adaptation_curve.png", "trajectories.png"):
         assert (sweep / "evaluation" / name).stat().st_size > 0

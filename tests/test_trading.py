@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from backtesting import Strategy
+from backtesting import Backtest, Strategy
 from backtesting.lib import FractionalBacktest
 
 from maml_rl.config import ConfigError, settings, validate
@@ -143,6 +143,47 @@ def test_equity_matches_a_portfolio_rebalanced_at_every_close(path):
     ours = torch.exp(rewards.cumsum(0) / PERCENT).numpy()
     np.testing.assert_allclose(ours, reference, rtol=1e-6)  # the env's rewards are float32
     first_order = np.exp(np.cumsum(positions * np.diff(np.log(close[start:start + horizon + 1]))))
+    assert np.abs(first_order / reference - 1).max() > 1e-3  # p · r, the earlier reward, fails this test
+
+
+@pytest.mark.parametrize("path", ["short", "long-short", "fractional"])
+def test_shorts_and_fractions_match_backtesting_py_rebalancing_at_every_close(path):
+    """The same paths through backtesting.py, whose strategy trades at every close the units that
+    bring its position to p × equity (integer units of a 1e10 account: rounding below 1e-7): the
+    env's equity is the backtester's to 1e-6. Without commission: the backtester would also charge
+    the units traded to rebalance the drift, which the env's position, a fraction of the equity,
+    does not trade (the commission is checked on long/flat paths above, and on these paths
+    against the price portfolio)."""
+    horizon, lookback, start = 80, 5, 300
+    t = np.arange(horizon)
+    positions = {"short": -np.ones(horizon), "long-short": np.where((t // 9) % 2 == 0, 1.0, -1.0),
+                 "fractional": 0.9 * np.sin(t / 6)}[path]
+    planned = np.full(2200, np.nan)
+    planned[start:start + horizon] = positions
+
+    class Rebalance(Strategy):
+        def init(self):
+            pass
+
+        def next(self):
+            p = planned[len(self.data) - 1]
+            target = 0 if np.isnan(p) else round(p * self.equity / self.data.Close[-1])
+            if target > self.position.size:
+                self.buy(size=target - self.position.size)
+            elif target < self.position.size:
+                self.sell(size=self.position.size - target)
+
+    prices = read_series("GOOG").set_index("Date")[["Open", "High", "Low", "Close", "Volume"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # backtesting.py's notes on the run
+        stats = Backtest(prices, Rebalance, cash=1e10, commission=0.0, trade_on_close=True, margin=0.5).run()
+    equity = stats._equity_curve["Equity"].to_numpy()
+    reference = equity[start + 1:start + horizon + 1] / equity[start]
+    env = TradingEnv(load_market(("GOOG",), GOOG_SPLIT, lookback, horizon), 1, 1, horizon, lookback, 0.0)
+    env.set_tasks(torch.tensor([[0.0, start, 0.0, 0.0]], dtype=torch.float64))
+    ours = torch.exp(play(env, torch.from_numpy(positions))[0].cumsum(0) / PERCENT).numpy()
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)
+    first_order = np.exp(np.cumsum(positions * np.diff(np.log(prices["Close"].to_numpy()[start:start + horizon + 1]))))
     assert np.abs(first_order / reference - 1).max() > 1e-3  # p · r, the earlier reward, fails this test
 
 
