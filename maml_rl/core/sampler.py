@@ -61,8 +61,11 @@ def rollout(env: EnvBase, policy: Policy, params: Params, horizon: int, generato
         A TensorDict of batch size ``[task, episode, time]`` with ``observation``
         ``[..., obs_dim]``, ``action`` ``[..., act_dim]``, ``dist`` (the behaviour policy's
         distribution parameters at every step, the policy's own keys), ``log_prob``, ``reward``,
-        ``mask`` (float) and ``done`` (bool), each ``[task, episode, time]``.
+        ``mask`` (float) and ``done`` (bool), each ``[task, episode, time]``, and each of the env's
+        ``info_keys`` (per-step entries an env reports beside the reward, e.g. Meta-World's
+        ``success``; none for most envs), masked as the reward.
     """
+    info_keys = tuple(getattr(env, "info_keys", ()))
     with cores_for(env):
         td = env.reset()
         alive = torch.ones(env.batch_size, dtype=torch.bool)
@@ -73,14 +76,14 @@ def rollout(env: EnvBase, policy: Policy, params: Params, horizon: int, generato
             action = policy.mode(dist) if deterministic else policy.sample(dist, generator)
             td["action"] = action
             nxt = env.step(td)["next"]
-            steps.append((obs, action, nxt["reward"][..., 0], alive.clone()))
+            steps.append((obs, action, nxt["reward"][..., 0], alive.clone(), *(nxt[k][..., 0] for k in info_keys)))
             dists.append(_broadcast(dist, obs.shape[:-1]))
             alive &= ~nxt["done"][..., 0]
             if not alive.any():
                 break
             td = nxt
     pad = horizon - len(steps)
-    obs, action, reward, mask = (_pad_time(torch.stack(x, dim=2), pad) for x in zip(*steps))
+    obs, action, reward, mask, *infos = (_pad_time(torch.stack(x, dim=2), pad) for x in zip(*steps))
     dist = {k: _pad_time(torch.stack([d[k] for d in dists], dim=2), pad) for k in dists[0]}
     mask_f = mask.to(obs.dtype)
     # last valid step: valid now and not valid at the next step (or the horizon)
@@ -88,7 +91,7 @@ def rollout(env: EnvBase, policy: Policy, params: Params, horizon: int, generato
     done = mask & ~next_mask
     return TensorDict({"observation": obs, "action": action, "dist": TensorDict(dist, batch_size=mask.shape),
                        "log_prob": policy.log_prob(dist, action), "reward": reward * mask_f, "mask": mask_f,
-                       "done": done}, batch_size=mask.shape)
+                       "done": done, **{k: v * mask_f for k, v in zip(info_keys, infos)}}, batch_size=mask.shape)
 
 
 def episode_returns(episodes: TensorDict) -> torch.Tensor:

@@ -53,7 +53,7 @@ def env_creator(env_id: str, kwargs: dict[str, Any]):
     return lambda: gymnasium.make(env_id, **kwargs)
 
 
-def box_size(space: Any, what: str, env_id: str) -> int:
+def box_size(space: Any, what: str, label: str) -> int:
     """The size of a flat ``Box`` space.
 
     Raises:
@@ -62,7 +62,7 @@ def box_size(space: Any, what: str, env_id: str) -> int:
     import gymnasium
 
     if not isinstance(space, gymnasium.spaces.Box) or len(space.shape) != 1:
-        raise ValueError(f"env.id={env_id}: the {what} space must be a 1-d Box, got {space}")
+        raise ValueError(f"{label}: the {what} space must be a 1-d Box, got {space}")
     return space.shape[0]
 
 
@@ -76,19 +76,24 @@ class Gymnasium(TaskFamily):
         ValueError: see ``GymnasiumConfig.check``.
     """
 
-    def __init__(self, config: GymnasiumConfig, threads: int = 0):
+    info_keys: tuple[str, ...] = ()  # per-step ``info`` entries kept with the episodes (Meta-World: success)
+
+    def __init__(self, config: GymnasiumConfig, threads: int = 0, make: Any = None, label: str | None = None):
+        """``make`` builds one env (default: from ``config.id`` and ``config.kwargs``); ``label`` names
+        it in errors (default ``env.id=<id>``)."""
         super().__init__(config, threads)
-        self.make = env_creator(config.id, dict(config.kwargs))
+        self.label = label or f"env.id={config.id}"
+        self.make = make or env_creator(config.id, dict(config.kwargs))
         self.probe = self.make()  # samples the tasks and tells the sizes
         missing = [m for m in PROTOCOL if not callable(getattr(self.probe.unwrapped, m, None))]
         if missing:
-            raise ValueError(f"env.id={config.id}: the env has no {' or '.join(missing)}; a task family needs "
+            raise ValueError(f"{self.label}: the env has no {' or '.join(missing)}; a task family needs "
                              "sample_tasks(num_tasks) and set_task(task)")
-        self.obs_size = box_size(self.probe.observation_space, "observation", config.id)
-        self._action_size = box_size(self.probe.action_space, "action", config.id)
+        self.obs_size = box_size(self.probe.observation_space, "observation", self.label)
+        self._action_size = box_size(self.probe.action_space, "action", self.label)
         bounds = self.probe.action_space
         if config.normalize_actions and not (np.isfinite(bounds.low).all() and np.isfinite(bounds.high).all()):
-            raise ValueError(f"env.id={config.id}: the action space is unbounded; set env.normalize_actions=false")
+            raise ValueError(f"{self.label}: the action space is unbounded; set env.normalize_actions=false")
         self.tasks: list[Any] = []
         declared = callable(getattr(self.probe.unwrapped, "task_vector", None))  # what the oracle can see
         self.task_size = np.asarray(self.probe.unwrapped.task_vector(next(iter(
@@ -121,7 +126,7 @@ class Gymnasium(TaskFamily):
         if not oracle:
             return self.obs_size
         if self.task_size is None:  # a setting the env cannot serve: the app's one-line refusal
-            raise ValueError(f"baseline=oracle needs env.id={self.config.id} to declare its tasks' parameters: a "
+            raise ValueError(f"baseline=oracle needs {self.label} to declare its tasks' parameters: a "
                              "method task_vector(task) returning a 1-d array")
         return self.obs_size + self.task_size
 
@@ -138,7 +143,8 @@ class GymnasiumTaskEnv(TaskEnv):
     """``num_tasks × episodes_per_task`` instances of the family's env in one ``SyncVectorEnv``:
     observation ``[task, episode, obs]`` (float32; with ``oracle`` the task's ``task_vector``
     appended), action ``[task, episode, act]`` clipped to the env's bounds, reward ``[task,
-    episode, 1]``, done when the env terminates or truncates. Each reset seeds every instance from
+    episode, 1]``, done when the env terminates or truncates, and each of the family's ``info_keys``
+    ``[task, episode, 1]`` (float; 0 where a step's info lacks it). Each reset seeds every instance from
     ``generator``. After an episode ends the vector env resets that instance on the next step
     (gymnasium's next-step autoreset); the sampler masks those steps.
     """
@@ -152,6 +158,7 @@ class GymnasiumTaskEnv(TaskEnv):
         super().__init__(num_tasks, episodes_per_task, oracle)
         obs_size = family.observation_size(oracle)  # refuses an oracle the env cannot feed, before any env is built
         self.family, self.generator = family, generator if generator is not None else torch.Generator()
+        self.info_keys = family.info_keys
         self.vector = SyncVectorEnv([family.make] * (num_tasks * episodes_per_task))
         shape, space = self.batch_size, family.probe.action_space
         self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
@@ -193,12 +200,14 @@ class GymnasiumTaskEnv(TaskEnv):
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = np.clip(tensordict["action"].detach().reshape(self.vector.num_envs, -1).double().numpy(),
                          self.low, self.high)
-        obs, reward, terminated, truncated, _ = self.vector.step(action.astype(self.vector.single_action_space.dtype))
+        obs, reward, terminated, truncated, info = self.vector.step(action.astype(self.vector.single_action_space.dtype))
         shape = (*self.batch_size, 1)
         done = torch.as_tensor(terminated | truncated).reshape(shape)
+        kept = {key: torch.as_tensor(np.where(info.get(f"_{key}", False), info.get(key, 0.0), 0.0),
+                                     dtype=torch.float32).reshape(shape) for key in self.info_keys}
         return TensorDict({"observation": self._observation(obs),
                            "reward": torch.as_tensor(np.asarray(reward, dtype=np.float32)).reshape(shape),
-                           "done": done, "terminated": torch.as_tensor(terminated).reshape(shape)},
+                           "done": done, "terminated": torch.as_tensor(terminated).reshape(shape), **kept},
                           batch_size=self.batch_size)
 
     def _set_seed(self, seed: int | None) -> None:

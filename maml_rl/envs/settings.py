@@ -212,3 +212,63 @@ def iso_date(text: str) -> date | None:
         return date.fromisoformat(str(text))
     except ValueError:
         return None
+
+
+REWARD_VERSIONS = ("v1", "v2")  # Meta-World's reward functions (v2: Meta-World+, its default)
+
+
+@dataclass
+class MetaWorldConfig(EnvConfig):
+    """Meta-World's meta-learning benchmarks on the official envs (Yu et al., CoRL 2019; v3,
+    McLean et al., 2025), through the gymnasium adapter: horizon 500 (Meta-World's
+    ``max_path_length``, the most an episode may last), 20 tasks × 10 episodes (garage's MAML-TRPO
+    scripts for Meta-World), α = 0.1 on normalised advantages (see docs/metaworld.md);
+    ``reward_version`` Meta-World's reward functions; ``goal_seed`` the seed of Meta-World's goal
+    sets (fixed, so every run trains and tests on the same goals)."""
+
+    horizon: int = 500
+    meta_batch_size: int = 20
+    episodes_per_task: int = 10
+    eval_lr: list[float] = field(default_factory=lambda: [0.1])
+    eval_episodes_per_task: int = 10
+    reward_version: str = "v2"
+    goal_seed: int = 0
+    rules: ClassVar[dict] = {
+        **EnvConfig.rules,
+        "horizon": (lambda v: 1 <= v <= 500, "in [1, 500] (Meta-World's episodes end at 500 steps)"),
+        "reward_version": (lambda v: v in REWARD_VERSIONS, f"one of {list(REWARD_VERSIONS)}"),
+        "goal_seed": (lambda v: v >= 0, ">= 0"),
+    }
+
+    def check(self) -> None:
+        """Build the benchmark and one env (Meta-World installed, a known skill).
+
+        Raises:
+            ValueError: metaworld not installed, or an unknown ``env_name`` (the valid ones listed).
+        """
+        ENVS[self.name].cls(self)
+
+
+@ENVS.declare("ml1")
+@dataclass
+class ML1Config(MetaWorldConfig):
+    """``env=ml1 env.env_name=<skill>``: one manipulation skill, 50 training and 50 test goals."""
+
+    name: str = "ml1"
+    env_name: str = "reach-v3"
+
+
+@ENVS.declare("ml10")
+@dataclass
+class ML10Config(MetaWorldConfig):
+    """``env=ml10``: 10 training skills, 5 held-out test skills, 50 goals each."""
+
+    name: str = "ml10"
+
+
+@ENVS.declare("ml45")
+@dataclass
+class ML45Config(MetaWorldConfig):
+    """``env=ml45``: 45 training skills, 5 held-out test skills (slow to build: 2,500 goals)."""
+
+    name: str = "ml45"

@@ -132,14 +132,23 @@ def add_paired(results: dict, table: pd.DataFrame, benchmark: str | None = None)
 
 
 def summarize_groups(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per group (the family's ``task_groups``, e.g. the asset), method and k: ``group,
-    method, k, mean, ci95, n_tasks`` of the return (an empty frame for a table without groups).
-    Within a group every task is its own block (one asset's test windows do not overlap)."""
+    """One row per group (the family's ``task_groups``: the asset, the skill), method and k: ``group,
+    method, k, mean, ci95, n_tasks`` of the return, and each statistic column's mean and
+    ``<column>_ci95`` (an empty frame for a table without groups). Within a group every task is
+    its own block (one asset's test windows do not overlap)."""
     if "group" not in table.columns or not table["group"].astype(bool).any():
         return pd.DataFrame(columns=["group", "method", "k", "mean", "ci95", "n_tasks"])
-    rows = [{"group": group, "method": method, "k": int(k), "mean": float(part["return"].mean()),
-             "ci95": float(ci95(part["return"])) if len(part) > 1 else math.nan, "n_tasks": int(part["task"].nunique())}
-            for (group, method, k), part in table.groupby(["group", "method", "k"], sort=False)]
+
+    def interval(values: pd.Series) -> float:
+        return float(ci95(values)) if len(values) > 1 else math.nan
+
+    rows = []
+    for (group, method, k), part in table.groupby(["group", "method", "k"], sort=False):
+        row = {"group": group, "method": method, "k": int(k), "mean": float(part["return"].mean()),
+               "ci95": interval(part["return"]), "n_tasks": int(part["task"].nunique())}
+        for column in statistic_columns(table):
+            row[column], row[f"{column}_ci95"] = float(part[column].mean()), interval(part[column])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
