@@ -250,7 +250,8 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_and_never_run(tmp_path, kind
 def test_help_describes_groups_keys_and_presets_without_internal_groups(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "maml_rl", "--help"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120, check=True)
-    assert "env        the task distribution: ant, ant_dir, gymnasium, halfcheetah_dir, halfcheetah_vel, navigation" in proc.stdout
+    assert ("env        the task distribution: ant, ant_dir, gymnasium, halfcheetah_dir, halfcheetah_vel, ml1, ml10, ml45, "
+            "navigation, trading") in proc.stdout
     assert "navigation_fig4" in proc.stdout and "smoke" in proc.stdout and "num_iterations" in proc.stdout
     assert "schema" not in proc.stdout
 
