@@ -48,6 +48,28 @@ def test_the_adapter_gives_the_episodes_of_the_batched_family():
         torch.testing.assert_close(value, batched.adaptation.adapted[name], rtol=1e-4, atol=1e-5)
 
 
+def test_async_vector_envs_give_the_episodes_of_sync_ones():
+    """``env.vector=async`` (one process per slot, tasks set through ``set_attr`` in each process): the
+    same support and query episodes and the same adaptation as the in-process vector env."""
+    batches = []
+    for vector in ("sync", "async"):
+        cfg = composed(*TINY, "env=gymnasium", POINT, "env.horizon=30", f"env.vector={vector}")
+        family = family_of(cfg)
+        tasks = family.sample_tasks(2, torch.Generator().manual_seed(0))
+        policy = initial_policy(cfg, family)
+        env = family.make_env(2, 3, generator=torch.Generator().manual_seed(9))
+        assert type(env.base_env.vector).__name__ == ("AsyncVectorEnv" if vector == "async" else "SyncVectorEnv")
+        sampler = build_sampler(cfg, env, policy, torch.Generator().manual_seed(1))
+        batches.append(build_inner_loop(cfg, policy).meta_batch(sampler, policy.params(), tasks, differentiable=False))
+        env.base_env.vector.close()
+    in_process, in_processes = batches
+    for a, b in zip([*in_process.supports, in_process.query], [*in_processes.supports, in_processes.query]):
+        for key in ("observation", "reward", "mask", "action"):
+            assert torch.equal(a[key], b[key]), key
+    for name, value in in_process.adaptation.adapted.items():
+        assert torch.equal(value, in_processes.adaptation.adapted[name])
+
+
 def test_the_same_seed_samples_the_same_tasks_and_the_oracle_sees_them():
     family = family_of(composed("env=gymnasium", POINT))
     first = family.sample_tasks(5, torch.Generator().manual_seed(3))

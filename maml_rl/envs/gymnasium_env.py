@@ -8,14 +8,17 @@ and ``set_task(task)`` makes the env that task's MDP, from its next reset. Optio
 appends to the observation.
 
 One env instance per ``[task, episode]`` slot, stepped together through gymnasium's
-``SyncVectorEnv``; the family keeps every task it sampled and the platform handles them by index.
+``SyncVectorEnv`` (or ``AsyncVectorEnv``, one process per slot, with ``env.vector=async``); the
+family keeps every task it sampled and the platform handles them by index.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -51,6 +54,26 @@ def env_creator(env_id: str, kwargs: dict[str, Any]):
         raise ValueError(f"env.id={env_id} is not a registered gymnasium id ({err}); give one, or an entry point "
                          "module:Class") from None
     return lambda: gymnasium.make(env_id, **kwargs)
+
+
+class TaskSlot(gymnasium.Wrapper):
+    """One ``[task, episode]`` slot of the adapter: its env's task is set by assigning ``task``, which
+    ``VectorEnv.set_attr`` does in whichever process the env lives (the same call for sync and
+    async vector envs)."""
+
+    @classmethod
+    def of(cls, make: Any) -> TaskSlot:
+        """The slot around a new env from ``make``."""
+        return cls(make())
+
+    @property
+    def task(self) -> Any:
+        return getattr(self, "_task", None)
+
+    @task.setter
+    def task(self, value: Any) -> None:
+        self._task = value
+        self.env.unwrapped.set_task(value)
 
 
 def box_size(space: Any, what: str, label: str) -> int:
@@ -140,7 +163,8 @@ class Gymnasium(TaskFamily):
 
 
 class GymnasiumTaskEnv(TaskEnv):
-    """``num_tasks × episodes_per_task`` instances of the family's env in one ``SyncVectorEnv``:
+    """``num_tasks × episodes_per_task`` instances of the family's env in one vector env (``TaskSlot`` each;
+    sync, or async with ``env.vector=async``):
     observation ``[task, episode, obs]`` (float32; with ``oracle`` the task's ``task_vector``
     appended), action ``[task, episode, act]`` clipped to the env's bounds, reward ``[task,
     episode, 1]``, done when the env terminates or truncates, and each of the family's ``info_keys``
@@ -153,13 +177,14 @@ class GymnasiumTaskEnv(TaskEnv):
 
     def __init__(self, family: Gymnasium, num_tasks: int, episodes_per_task: int, oracle: bool = False,
                  generator: torch.Generator | None = None):
-        from gymnasium.vector import SyncVectorEnv
+        from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 
         super().__init__(num_tasks, episodes_per_task, oracle)
         obs_size = family.observation_size(oracle)  # refuses an oracle the env cannot feed, before any env is built
         self.family, self.generator = family, generator if generator is not None else torch.Generator()
         self.info_keys = family.info_keys
-        self.vector = SyncVectorEnv([family.make] * (num_tasks * episodes_per_task))
+        vector = AsyncVectorEnv if family.config.vector == "async" else SyncVectorEnv
+        self.vector = vector([functools.partial(TaskSlot.of, family.make)] * (num_tasks * episodes_per_task))
         shape, space = self.batch_size, family.probe.action_space
         self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
         self.oracle_part = torch.zeros(num_tasks, 0)
@@ -178,8 +203,7 @@ class GymnasiumTaskEnv(TaskEnv):
         """
         super().set_tasks(tasks)
         episodes = self.batch_size[1]
-        for i, env in enumerate(self.vector.envs):
-            env.unwrapped.set_task(self.family.tasks[int(tasks[i // episodes])])
+        self.vector.set_attr("task", [self.family.tasks[int(tasks[i // episodes])] for i in range(self.vector.num_envs)])
         if self.oracle:
             self.oracle_part = torch.as_tensor(np.stack([self.family.task_vector(t) for t in tasks.tolist()]),
                                                dtype=torch.float32)

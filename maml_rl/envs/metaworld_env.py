@@ -19,8 +19,9 @@ to the first 11 columns; nothing else of Meta-World is changed (docs/metaworld.m
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar
+from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 from tensordict import TensorDictBase
@@ -69,15 +70,12 @@ def benchmark(name: str, env_name: str | None, seed: int):
     return getattr(metaworld, name)(seed=seed)
 
 
-class MetaWorldTasks:
-    """The MetaEnv protocol over one Meta-World benchmark (a gymnasium env, duck-typed): tasks are
+class MetaWorldTasks(gymnasium.Env):
+    """The MetaEnv protocol over one Meta-World benchmark, a gymnasium env: tasks are
     Meta-World's ``Task`` objects; ``set_task`` builds the skill's official env (kept while the
     skill stays) and sets the goal, hidden from the observation as Meta-World's ML benchmarks
     define it. Observations ``[39]``, actions ``[4]`` in [-1, 1]; ``info["success"]`` every step.
     """
-
-    metadata: ClassVar[dict] = {}
-    render_mode = None
 
     def __init__(self, name: str, env_name: str | None = None, seed: int = 0, reward_version: str = "v2"):
         self.bench = benchmark(name, env_name, seed)
@@ -87,11 +85,6 @@ class MetaWorldTasks:
         self.current = None
         self.set_task(self.bench.train_tasks[0])
         self.observation_space, self.action_space = self.current.observation_space, self.current.action_space
-        self.np_random = np.random.default_rng()
-
-    @property
-    def unwrapped(self) -> MetaWorldTasks:
-        return self
 
     def sample_tasks(self, num_tasks: int, split: str = "train") -> list:
         """``num_tasks`` of the benchmark's training (or ``"test"``) tasks, uniformly, without
@@ -117,8 +110,7 @@ class MetaWorldTasks:
         return np.concatenate([skill, np.pad(positions, (0, 9 - positions.size))])
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if seed is not None:
-            self.np_random = np.random.default_rng(seed)
+        super().reset(seed=seed)  # seeds np_random, from which sample_tasks draws
         return self.current.reset(seed=seed, options=options)
 
     def step(self, action):

@@ -181,18 +181,35 @@ class TradingConfig(EnvConfig):
         return max(self.momentum_bars, self.ma_bars[-1], self.vol_bars)
 
 
+VECTORS = ("sync", "async")  # how the gymnasium adapter steps its envs
+
+
+@dataclass
+class AdapterConfig(EnvConfig):
+    """Settings of the families built on the gymnasium adapter: ``vector`` steps the envs of a
+    batch in this process (``sync``, gymnasium's ``SyncVectorEnv``) or each in a process of its
+    own (``async``, ``AsyncVectorEnv``: for envs slow to step, on a machine with cores to spare)."""
+
+    vector: str = "sync"
+    rules: ClassVar[dict] = {
+        **EnvConfig.rules,
+        "vector": (lambda v: v in VECTORS, f"one of {list(VECTORS)}"),
+    }
+
+
 @ENVS.declare("gymnasium")
 @dataclass
-class GymnasiumConfig(EnvConfig):
+class GymnasiumConfig(AdapterConfig):
     """``env=gymnasium``: ``id`` a registered gymnasium id or an entry point ``module:Class`` whose env
     implements ``sample_tasks`` / ``set_task`` (see the module), built with ``kwargs``;
-    ``horizon`` the steps per episode (the sampler's time limit; the env's own may end it sooner)."""
+    ``horizon`` the steps per episode (the sampler's time limit; the env's own may end it sooner);
+    ``vector``: see ``AdapterConfig``."""
 
     name: str = "gymnasium"
     id: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
     rules: ClassVar[dict] = {
-        **EnvConfig.rules,
+        **AdapterConfig.rules,
         "id": (lambda v: bool(v), "a registered gymnasium id or an entry point module:Class"),
     }
 
@@ -218,7 +235,7 @@ REWARD_VERSIONS = ("v1", "v2")  # Meta-World's reward functions (v2: Meta-World+
 
 
 @dataclass
-class MetaWorldConfig(EnvConfig):
+class MetaWorldConfig(AdapterConfig):
     """Meta-World's meta-learning benchmarks on the official envs (Yu et al., CoRL 2019; v3,
     McLean et al., 2025), through the gymnasium adapter: horizon 500 (Meta-World's
     ``max_path_length``, the most an episode may last), 20 tasks × 10 episodes (garage's MAML-TRPO
@@ -234,7 +251,7 @@ class MetaWorldConfig(EnvConfig):
     reward_version: str = "v2"
     goal_seed: int = 0
     rules: ClassVar[dict] = {
-        **EnvConfig.rules,
+        **AdapterConfig.rules,
         "horizon": (lambda v: 1 <= v <= 500, "in [1, 500] (Meta-World's episodes end at 500 steps)"),
         "reward_version": (lambda v: v in REWARD_VERSIONS, f"one of {list(REWARD_VERSIONS)}"),
         "goal_seed": (lambda v: v >= 0, ">= 0"),
