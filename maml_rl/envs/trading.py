@@ -281,7 +281,7 @@ def window_returns(market: Market, tasks: torch.Tensor, horizon: int, lookback: 
 class Trading(TaskFamily):
     """Trading's task family: windows of recorded prices (``load_market``, read once), simulated by
     ``TradingEnv``; each episode is backtested (``episode_statistics``) beside buy-and-hold and
-    flat (``references``), and evaluation draws the equity curves (``figures``)."""
+    flat (``references``), and evaluation draws the equity curves and pools the backtests (``reports``)."""
 
     task_shape = (4,)
     statistics = ("annual_return", "sharpe", "sortino", "max_drawdown", "turnover")

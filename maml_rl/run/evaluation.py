@@ -367,8 +367,8 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family
     their own. Every policy's row also has ``paired``: the first MAML label's return minus the
     method's on the same tasks (``report.add_paired``). Writes ``results.json`` (``{label: {k:
     {"mean", "ci95", "n_tasks", "n_seeds", "lr", "paired", <statistics name>}}}``), ``results.csv``,
-    ``returns_per_task.csv``, ``adaptation_curve.png``, the family's figures
-    (``TaskFamily.figures``) and, for a policy with parts (a mixture's experts),
+    ``returns_per_task.csv``, ``adaptation_curve.png``, the family's reports
+    (``TaskFamily.reports``) and, for a policy with parts (a mixture's experts),
     ``activation_<label>_s<seed>.png`` to ``out_dir``.
     """
     family = family or family_of(cfg)
