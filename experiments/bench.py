@@ -11,9 +11,13 @@
    controls, all measured in this run.
 3. The MuJoCo breakdown at the paper's scale (``env=ant``: 40 tasks × 20 episodes × 200 steps),
    TRPO and PPO: sampling / inner / outer per iteration and the learner's share (target ≤ 15 %).
+4. Meta-World (reach, push, pick-place): env steps per second of one official env (random
+   actions), of the ``ml1`` family through the gymnasium adapter with the policy in the loop, and
+   of raw ``mujoco.rollout`` on the same compiled model (100 worlds, Meta-World's frame skip, open
+   loop), one thread and all threads: what a batched family could gain over the official envs.
 
 Usage: ``python experiments/bench.py [--iterations N] [--warmup N] [--sizes N ...] [--ant-iterations N]
-[--ant-steps N] [override ...]`` (``make bench``).
+[--ant-steps N] [--metaworld-steps N] [override ...]`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from hydra import compose, initialize_config_dir
 from maml_rl.config import register, validate
 from maml_rl.core.sampler import cores_for, rollout
 from maml_rl.envs.locomotion import AntVelEnv, available_threads
-from maml_rl.run.build import build_trainer, initial_policy
+from maml_rl.run.build import build_trainer, family_of, initial_policy
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 KEYS = ("time_iteration", "time_sampling", "time_inner", "time_outer")
@@ -176,6 +180,66 @@ def mujoco_breakdown(iterations: int) -> None:
     print("(learner = (inner + outer) / iteration; target <= 15%, the rest sampling: physics and the policy's forward)")
 
 
+def metaworld_throughput(skill: str, steps: int) -> dict[str, float]:
+    """Env steps per second on Meta-World's ``skill``: one official env, the ``ml1`` family's
+    sampler (10 tasks × 2 episodes, policy in the loop, one thread), raw physics (1 and all threads)."""
+    import mujoco
+    from mujoco import rollout as mj_rollout
+
+    from maml_rl.envs.metaworld_env import MetaWorldTasks
+
+    official = MetaWorldTasks("ML1", skill, 0)
+    official.reset(seed=0)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for t in range(steps * 4):
+        if t and t % 500 == 0:  # Meta-World's episodes end at 500 steps
+            official.reset(seed=t)
+        official.step(rng.uniform(-1, 1, 4))
+    single = steps * 4 / (time.perf_counter() - start)
+
+    cfg = config(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", "meta_batch_size=10",
+                  "episodes_per_task=2", "threads=1"])
+    family = family_of(cfg)
+    policy = initial_policy(cfg, family)
+    env = family.make_env(10, 2, generator=torch.Generator().manual_seed(0))
+    env.set_tasks(family.sample_tasks(10, torch.Generator().manual_seed(0)))
+    params = {k: v.detach().expand(10, *v.shape) for k, v in policy.params().items()}
+    with torch.no_grad():
+        start = time.perf_counter()
+        episodes = rollout(env, policy, params, steps, torch.Generator().manual_seed(1))
+        adapter = episodes["mask"].sum().item() / (time.perf_counter() - start)
+
+    model, data = official.current.model, official.current.data
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    state = np.empty(mujoco.mj_stateSize(model, spec))
+    mujoco.mj_getState(model, data, state, spec)
+    worlds, skip = 100, official.current.frame_skip
+    controls = rng.uniform(-1, 1, (worlds, steps * skip, model.nu))
+    raw = {}
+    for threads in sorted({1, available_threads()}):
+        out = np.empty((worlds, steps * skip, state.size))
+        with mj_rollout.Rollout(nthread=threads) as pool:
+            start = time.perf_counter()
+            pool.rollout([model] * worlds, [mujoco.MjData(model) for _ in range(threads)], np.tile(state, (worlds, 1)),
+                         controls, nstep=steps * skip, state=out, skip_checks=True)
+            raw[threads] = worlds * steps / (time.perf_counter() - start)
+    return {"official": single, "adapter": adapter, "raw_1": raw[1], "raw_all": raw[max(raw)], "threads": max(raw)}
+
+
+def metaworld_sampling(steps: int) -> None:
+    """Meta-World: the official env, the adapter and raw physics, side by side."""
+    print(f"\nMeta-World, episodes of {steps} steps: env steps/s (policy steps: frame skip 5 physics steps each)")
+    print(f"{'skill':<16}{'official env':>14}{'adapter+policy':>16}{'raw, 1 thread':>15}{'raw, all':>10}"
+          f"{'raw/official':>14}")
+    for skill in ("reach-v3", "push-v3", "pick-place-v3"):
+        r = metaworld_throughput(skill, steps)
+        print(f"{skill:<16}{r['official']:>14.0f}{r['adapter']:>16.0f}{r['raw_1']:>15.0f}{r['raw_all']:>10.0f}"
+              f"{r['raw_1'] / r['official']:>13.1f}x")
+    print("(raw: mujoco.rollout of the same compiled model, 100 worlds, open loop: the physics limit a batched "
+          "family can approach; official and adapter: one thread)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=5)
@@ -183,6 +247,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 40, 80], help="meta-batch sizes to scale over")
     parser.add_argument("--ant-iterations", type=int, default=3, help="ant meta-iterations per outer loop (0: skip)")
     parser.add_argument("--ant-steps", type=int, default=50, help="steps per episode in the ant throughput test")
+    parser.add_argument("--metaworld-steps", type=int, default=200, help="steps per episode on Meta-World (0: skip)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child process of measure_apart
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -194,6 +259,8 @@ def main() -> None:
     sampling(args.ant_steps)
     if args.ant_iterations:
         mujoco_breakdown(args.ant_iterations)
+    if args.metaworld_steps:
+        metaworld_sampling(args.metaworld_steps)
 
 
 if __name__ == "__main__":
