@@ -255,10 +255,8 @@ class TradingEnv(TaskEnv):
         if self.t >= self.horizon:
             raise RuntimeError(f"the window has {self.horizon} bars; reset the env before stepping again")
         position = tensordict["action"][..., 0].double().clamp(-1.0, 1.0)
-        gap = self.gaps[:, self.t, None]
-        pnl = (log_equity_return(self.position, gap, torch.zeros_like(position), 0.0)  # overnight, the old position
-               + log_equity_return(position, self.earned[:, self.t, None] - gap, position - self.position,
-                                   self.commission))
+        pnl = bar_log_return(self.position, position, self.earned[:, self.t, None], self.gaps[:, self.t, None],
+                             self.commission)
         self.position, self.t = position, self.t + 1
         done = torch.full((*self.batch_size, 1), self.t == self.horizon, dtype=torch.bool)
         return TensorDict({"observation": self._observation(), "reward": (PERCENT * pnl)[..., None].to(self.dtype_),
@@ -344,6 +342,13 @@ class Trading(TaskFamily):
         keep = start <= last[None, :]
         return self.windows(asset[keep], start[keep])
 
+    def overnight(self, asset: torch.Tensor, start: torch.Tensor) -> torch.Tensor | None:
+        """The overnight gaps ``[n, horizon]`` a window's positions earn before each fill when fills are
+        at the next open (``env.execution=next_open``); None when they are at the close."""
+        if self.config.execution != "next_open":
+            return None
+        return self.market.earned(asset, start, self.config.horizon, gaps=True)
+
     def task_groups(self, tasks: torch.Tensor) -> list[str]:
         """The asset of each window."""
         return [self.market.names[i] for i in tasks[:, 0].long().tolist()]
@@ -424,9 +429,7 @@ class Trading(TaskFamily):
             f"ma {fast}/{slow}": (trailing(log_price, fast) > trailing(log_price, slow)).double(),
             f"vol-target {c.vol_target:g}": (c.vol_target / sigma.clamp_min(1e-12)).clamp(max=1.0),
         }
-        gaps = (self.market.earned(asset, start, c.horizon, gaps=True) if c.execution == "next_open"
-                else torch.zeros_like(earned))
-        commission = self.commissions[asset][:, None]
+        commission, gaps = self.commissions[asset][:, None], self.overnight(asset, start)
         return {name: TensorDict({"reward": rule_rewards(p, earned, commission, gaps), "action": p[..., None]},
                                  batch_size=p.shape) for name, p in positions.items()}
 
@@ -474,7 +477,7 @@ class Trading(TaskFamily):
         c = self.config
         asset, start = tasks[:, 0].long(), tasks[:, 1].long()
         earned = self.market.earned(asset, start, c.horizon)
-        gaps = self.market.earned(asset, start, c.horizon, gaps=True) if c.execution == "next_open" else None
+        gaps = self.overnight(asset, start)
         rows = {}
         for label, runs in played.items():
             for k in sorted({0, runs.shape[0] - 1}):
@@ -554,15 +557,25 @@ def log_equity_return(position: torch.Tensor, log_return: torch.Tensor, change: 
     return gross + torch.log1p(-commission * change.abs())
 
 
+def bar_log_return(previous: torch.Tensor, position: torch.Tensor, log_return: torch.Tensor, gap: torch.Tensor,
+                   commission: float | torch.Tensor) -> torch.Tensor:
+    """The log-return of the equity over one bar when the position moves from ``previous`` to
+    ``position`` at the bar's open: ``previous`` earns the overnight ``gap`` (log open − log
+    previous close; 0 for fills at the close), then the fill pays ``commission`` and ``position``
+    earns the rest of the bar's ``log_return`` (``log_equity_return`` for each part). Shapes
+    broadcast; log-return units."""
+    overnight = log_equity_return(previous, gap, torch.zeros_like(gap), 0.0)
+    return overnight + log_equity_return(position, log_return - gap, position - previous, commission)
+
+
 def rule_rewards(positions: torch.Tensor, earned: torch.Tensor, commission: float | torch.Tensor,
                  gaps: torch.Tensor | None = None) -> torch.Tensor:
-    """The env's reward (``log_equity_return``, in percent) of a fixed rule's positions ``[task,
+    """The env's reward (``bar_log_return``, in percent) of a fixed rule's positions ``[task,
     horizon]`` against the log-returns earned ``[task, horizon]``, with ``p_{−1} = 0``; with the
     overnight ``gaps`` of those bars (fills at the next open), the previous position earns the gap."""
     previous = torch.cat([torch.zeros_like(positions[:, :1]), positions[:, :-1]], dim=-1)
-    gaps = torch.zeros_like(earned) if gaps is None else gaps
-    return PERCENT * (log_equity_return(previous, gaps, torch.zeros_like(gaps), 0.0)
-                      + log_equity_return(positions, earned - gaps, positions - previous, commission))
+    return PERCENT * bar_log_return(previous, positions, earned, torch.zeros_like(earned) if gaps is None else gaps,
+                                    commission)
 
 
 def backtest_statistics(rewards: torch.Tensor, bars_per_year: torch.Tensor) -> dict[str, torch.Tensor]:
