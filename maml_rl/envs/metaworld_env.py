@@ -171,9 +171,8 @@ class MetaWorld(Gymnasium):
         path = out_dir / "success_curve.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
-        table = evaluation.table
-        per_skill = table.pivot_table(index=["group", "method"], columns="k", values="success/rate", aggfunc="mean",
-                                      sort=False)
+        per_skill = evaluation.by_group.pivot_table(index=["group", "method"], columns="k", values="success/rate",
+                                                    sort=False)  # one row each: the table as it is
         text = ("success rate per skill (deterministic policy; columns: k):\n"
                 + per_skill.to_string(float_format=lambda v: f"{v:.2f}", na_rep="-"))
         return text, [path]

@@ -36,7 +36,7 @@ from .build import (
     initial_policy,
     resolve_checkpoint,
 )
-from .report import metric_name, plot_curves, summarize, write_tables
+from .report import metric_name, plot_curves, summarize, summarize_groups, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,8 @@ class Evaluation:
     (``{label: [(observations, mask) before, after]}`` of each adapted method's first run), the
     deterministic runs ``played`` (``{label: [K + 1, task, time]}`` with ``reward`` and ``action``, first run,
     and the references'), K
-    (``num_steps``), the files written (``files``) and the family's text report (``report``)."""
+    (``num_steps``), the per-group summary (``by_group``), the files written (``files``) and the family's
+    text report (``report``)."""
 
     tasks: torch.Tensor
     table: pd.DataFrame
@@ -336,6 +337,7 @@ class Evaluation:
     paths: dict
     played: dict
     num_steps: int
+    by_group: pd.DataFrame = field(default_factory=pd.DataFrame)  # ``report.summarize_groups``: per group, method, k
     files: list[Path] = field(default_factory=list)
     report: str = ""  # the family's own report (``TaskFamily.reports``), for the terminal
 
@@ -399,11 +401,11 @@ def evaluate(cfg: DictConfig, candidates: list[Candidate], out_dir: Path, family
     blocks, groups = family.task_blocks(tasks), family.task_groups(tasks)
     table["block"] = (torch.arange(tasks.shape[0]) if blocks is None else blocks).numpy()[table["task"]]
     table["group"] = pd.Series(groups or [""] * tasks.shape[0]).to_numpy()[table["task"]]
-    results = summarize(table, family.benchmark)
-    files += write_tables(results, table, out_dir)
+    results, by_group = summarize(table, family.benchmark), summarize_groups(table)
+    files += write_tables(results, table, out_dir, by_group)
     title = f"{cfg.env.name}: return after k inner steps on {cfg.eval.num_tasks} new tasks"
     plot_curves(results, cfg.eval.num_steps, out_dir / "adaptation_curve.png", title)
-    evaluation = Evaluation(tasks, table, results, paths, played, cfg.eval.num_steps)
+    evaluation = Evaluation(tasks, table, results, paths, played, cfg.eval.num_steps, by_group)
     evaluation.report, reported = family.reports(evaluation, out_dir)
     evaluation.files = [*files, out_dir / "adaptation_curve.png", *reported]
     return evaluation

@@ -24,7 +24,6 @@ from .report import (
     metric_name,
     statistics_of,
     step_sizes,
-    summarize_groups,
 )
 from .sweeps import override_key, sweep_run_name
 from .trainer import Stopped
@@ -204,7 +203,7 @@ def run_evaluation(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict:
         tables = (format_counts(results), format_table(results, cfg.eval.num_steps),
                   format_paired(results, cfg.eval.num_steps), format_paired(results, cfg.eval.num_steps,
                                                                             "paired_benchmark"),
-                  format_statistics(results), format_groups(summarize_groups(evaluation.table), cfg.eval.num_steps),
+                  format_statistics(results), format_groups(evaluation.by_group, cfg.eval.num_steps),
                   evaluation.report)
         print("\n\n".join(t for t in tables if t))
         tracker.set_tags({f"step_sizes.{metric_name(label)}": step_sizes(rows)

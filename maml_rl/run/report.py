@@ -139,15 +139,12 @@ def summarize_groups(table: pd.DataFrame) -> pd.DataFrame:
     if "group" not in table.columns or not table["group"].astype(bool).any():
         return pd.DataFrame(columns=["group", "method", "k", "mean", "ci95", "n_tasks"])
 
-    def interval(values: pd.Series) -> float:
-        return float(ci95(values)) if len(values) > 1 else math.nan
-
     rows = []
     for (group, method, k), part in table.groupby(["group", "method", "k"], sort=False):
         row = {"group": group, "method": method, "k": int(k), "mean": float(part["return"].mean()),
-               "ci95": interval(part["return"]), "n_tasks": int(part["task"].nunique())}
+               "ci95": float(ci95(part["return"])), "n_tasks": int(part["task"].nunique())}  # NaN for one task
         for column in statistic_columns(table):
-            row[column], row[f"{column}_ci95"] = float(part[column].mean()), interval(part[column])
+            row[column], row[f"{column}_ci95"] = float(part[column].mean()), float(ci95(part[column]))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -193,13 +190,13 @@ def statistic_groups(results: dict) -> dict[str, list[str]]:
     return {key: list(names) for key, names in groups.items()}
 
 
-def write_tables(results: dict, table: pd.DataFrame, out_dir: Path) -> list[Path]:
+def write_tables(results: dict, table: pd.DataFrame, out_dir: Path, by_group: pd.DataFrame | None = None) -> list[Path]:
     """``results.json`` (the contract, see docs/outputs.md), ``results.csv`` (one row per method and
     k: the paired difference from the reference in ``paired_mean`` and ``paired_ci95``, empty for the
     reference; ``<statistics name>_<statistic>`` and ``…_ci95`` columns for a family's statistics)
     ``returns_per_task.csv`` (the policies' rows of the long table: ``method, seed, task``, the
     task's ``group`` and ``block`` where the family gives them, ``k, return``) and, for a family
-    with task groups, ``results_by_group.csv`` (``summarize_groups``). Returns the paths."""
+    with task groups, ``results_by_group.csv`` (``by_group``, ``summarize_groups``'s frame). Returns the paths."""
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     groups = statistic_groups(results)
     rows = []
@@ -220,9 +217,8 @@ def write_tables(results: dict, table: pd.DataFrame, out_dir: Path) -> list[Path
     per_task = table.loc[~table["reference"], columns]
     per_task.to_csv(out_dir / "returns_per_task.csv", index=False, float_format="%.4f")
     files = [out_dir / name for name in ("results.json", "results.csv", "returns_per_task.csv")]
-    groups = summarize_groups(table)
-    if not groups.empty:
-        groups.to_csv(out_dir / "results_by_group.csv", index=False, float_format="%.4f")
+    if by_group is not None and not by_group.empty:
+        by_group.to_csv(out_dir / "results_by_group.csv", index=False, float_format="%.4f")
         files.append(out_dir / "results_by_group.csv")
     return files
 
