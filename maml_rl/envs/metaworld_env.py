@@ -82,7 +82,7 @@ class MetaWorldTasks(gymnasium.Env):
         self.reward_version = reward_version
         self.classes = {**self.bench.train_classes, **self.bench.test_classes}
         self.skills = list(self.classes)  # the oracle's one-hot, training skills first
-        self.current = None
+        self.current, self.current_skill = None, None
         self.set_task(self.bench.train_tasks[0])
         self.observation_space, self.action_space = self.current.observation_space, self.current.action_space
 
@@ -95,7 +95,7 @@ class MetaWorldTasks(gymnasium.Env):
 
     def set_task(self, task) -> None:
         """Make the env ``task``'s skill with its goal, from the next reset."""
-        if self.current is None or self.current_skill != task.env_name:
+        if self.current_skill != task.env_name:
             self.current = self.classes[task.env_name](reward_function_version=self.reward_version)
             self.current_skill = task.env_name
         self.current.set_task(task)
