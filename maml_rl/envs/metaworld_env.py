@@ -27,7 +27,7 @@ import torch
 from tensordict import TensorDictBase
 
 from .gymnasium_env import Gymnasium
-from .settings import ENVS, MetaWorldConfig
+from .settings import BATCHED_SKILLS, ENVS, MetaWorldConfig
 
 WELD = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0)  # Meta-World's mocap weld: anchor, pose, torque scale
 
@@ -68,6 +68,23 @@ def benchmark(name: str, env_name: str | None, seed: int):
                              f"{sorted(metaworld.ML1.ENV_NAMES)}")
         return metaworld.ML1(env_name, seed=seed)
     return getattr(metaworld, name)(seed=seed)
+
+
+def batched(config: MetaWorldConfig) -> bool:
+    """Whether ``config`` runs on the batched simulator: ``env.simulator=batched``, or ``auto`` for an
+    ML1 skill that has one (``BATCHED_SKILLS``) with the v2 rewards.
+
+    Raises:
+        ValueError: ``env.simulator=batched`` where there is none (names what has one).
+    """
+    has_one = (config.name == "ml1" and getattr(config, "env_name", None) in BATCHED_SKILLS
+               and config.reward_version == "v2")
+    if config.simulator == "batched" and not has_one:
+        what = f"env={config.name}" + (f" env.env_name={config.env_name}" if config.name == "ml1" else "")
+        raise ValueError(f"env.simulator=batched: there is no batched simulator for {what} with "
+                         f"env.reward_version={config.reward_version}; batched: env=ml1 with env.env_name one of "
+                         f"{list(BATCHED_SKILLS)} and env.reward_version=v2 (or use env.simulator=official)")
+    return has_one and config.simulator != "official"
 
 
 class MetaWorldTasks(gymnasium.Env):
@@ -139,6 +156,37 @@ class MetaWorld(Gymnasium):
         make = functools.partial(MetaWorldTasks, self.benchmark_name, env_name, config.goal_seed, config.reward_version)
         label = f"env={config.name}" + (f" env.env_name={env_name}" if env_name else "")
         super().__init__(config, threads, make=make, label=label)
+        self.batched = batched(config)
+        self.records: dict[bytes, Any] = {}
+
+    def official_env(self):
+        """The probe's official env of the (one) skill: what the batched simulator reads its model,
+        constants and reset states from."""
+        return self.probe.unwrapped.current
+
+    def reset_record(self, index: int):
+        """The official env's state right after its reset to task ``index`` (``sawyer.ResetRecord``),
+        recorded once per goal."""
+        from .sawyer import record_reset
+
+        task = self.tasks[index]
+        key = task.data
+        if key not in self.records:
+            self.records[key] = record_reset(self.official_env(), task)
+        return self.records[key]
+
+    def env(self, num_tasks, episodes_per_task, oracle=False, generator=None):
+        """The batched simulator (``sawyer.SawyerBatchEnv``) where ``batched(config)``, else the
+        official envs through the adapter.
+
+        Raises:
+            ValueError: ``oracle`` for an env that does not declare ``task_vector(task)``.
+        """
+        if not self.batched:
+            return super().env(num_tasks, episodes_per_task, oracle, generator)
+        from .sawyer import SawyerBatchEnv
+
+        return SawyerBatchEnv(self, num_tasks, episodes_per_task, oracle, threads=self.threads)
 
     def task_groups(self, tasks: torch.Tensor) -> list[str]:
         """The skill of each task (``reach-v3``, ...)."""

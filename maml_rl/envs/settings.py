@@ -232,6 +232,8 @@ def iso_date(text: str) -> date | None:
 
 
 REWARD_VERSIONS = ("v1", "v2")  # Meta-World's reward functions (v2: Meta-World+, its default)
+SIMULATORS = ("auto", "batched", "official")  # Meta-World: the batched Sawyer (envs/sawyer.py) or the official envs
+BATCHED_SKILLS = ("reach-v3", "push-v3", "pick-place-v3")  # the skills envs/sawyer.py steps in batch
 
 
 @dataclass
@@ -250,8 +252,10 @@ class MetaWorldConfig(AdapterConfig):
     eval_episodes_per_task: int = 10
     reward_version: str = "v2"
     goal_seed: int = 0
+    simulator: str = "auto"
     rules: ClassVar[dict] = {
         **AdapterConfig.rules,
+        "simulator": (lambda v: v in SIMULATORS, f"one of {list(SIMULATORS)}"),
         "horizon": (lambda v: 1 <= v <= 500, "in [1, 500] (Meta-World's episodes end at 500 steps)"),
         "reward_version": (lambda v: v in REWARD_VERSIONS, f"one of {list(REWARD_VERSIONS)}"),
         "goal_seed": (lambda v: v >= 0, ">= 0"),
