@@ -53,7 +53,7 @@ def test_success_is_read_from_info_at_any_step():
     in view, played through the family's simulator on the same task: the simulator's ``success``
     equals the official ``info["success"]`` at every step, turns 1 within the episode, and the
     episode's success rate is 1."""
-    family = build_family(settings(composed("env=ml1", "env.horizon=120"), "env"))
+    family = build_family(settings(composed("env=ml1", "env.horizon=120", "env.simulator=official"), "env"))
     tasks = family.sample_tasks(1, torch.Generator().manual_seed(0), split="test")
     official = MetaWorldTasks("ML1", "reach-v3", 0)
     official.set_task(family.tasks[0])

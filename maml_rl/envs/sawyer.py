@@ -200,6 +200,7 @@ class SawyerBatchEnv(TaskEnv):
             raise ValueError(f"threads must be >= 0 (0 = every core), got {threads}")
         super().__init__(num_tasks, episodes_per_task, oracle)
         self.family, self.official = family, family.official_env()
+        self.info_keys = family.info_keys  # "success", kept with the episodes by the sampler
         skill = self.official.__class__.__name__
         self.reward = REWARDS.get(family.config.env_name)
         if self.reward is None:
