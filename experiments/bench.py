@@ -12,9 +12,11 @@
 3. The MuJoCo breakdown at the paper's scale (``env=ant``: 40 tasks × 20 episodes × 200 steps),
    TRPO and PPO: sampling / inner / outer per iteration and the learner's share (target ≤ 15 %).
 4. Meta-World (reach, push, pick-place): env steps per second of one official env (random
-   actions), of the ``ml1`` family through the gymnasium adapter with the policy in the loop, and
-   of raw ``mujoco.rollout`` on the same compiled model (100 worlds, Meta-World's frame skip, open
-   loop), one thread and all threads: what a batched family could gain over the official envs.
+   actions), of the ``ml1`` family through the gymnasium adapter and on the batched simulator
+   with the policy in the loop (one thread and all threads), of whole MAML-TRPO iterations on the
+   batched simulator, and of raw ``mujoco.rollout`` on the same compiled model (100 worlds, the
+   mocap target and gripper driven open loop): sampling against raw physics (target ≥ 90 %),
+   iterations against raw physics (target ≥ 80 %).
 
 Usage: ``python experiments/bench.py [--iterations N] [--warmup N] [--sizes N ...] [--ant-iterations N]
 [--ant-steps N] [--metaworld-steps N] [override ...]`` (``make bench``).
@@ -180,12 +182,8 @@ def mujoco_breakdown(iterations: int) -> None:
     print("(learner = (inner + outer) / iteration; target <= 15%, the rest sampling: physics and the policy's forward)")
 
 
-def metaworld_throughput(skill: str, steps: int) -> dict[str, float]:
-    """Env steps per second on Meta-World's ``skill``: one official env, the ``ml1`` family's
-    sampler (10 tasks × 2 episodes, policy in the loop, one thread), raw physics (1 and all threads)."""
-    import mujoco
-    from mujoco import rollout as mj_rollout
-
+def metaworld_official(skill: str, steps: int) -> float:
+    """Env steps per second of one official Meta-World env of ``skill``, random actions."""
     from maml_rl.envs.metaworld_env import MetaWorldTasks
 
     official = MetaWorldTasks("ML1", skill, 0)
@@ -195,49 +193,84 @@ def metaworld_throughput(skill: str, steps: int) -> dict[str, float]:
     for t in range(steps * 4):
         if t and t % 500 == 0:  # Meta-World's episodes end at 500 steps
             official.reset(seed=t)
-        official.step(rng.uniform(-1, 1, 4))
-    single = steps * 4 / (time.perf_counter() - start)
+        official.step(rng.uniform(-1, 1, 4).astype(np.float32))
+    return steps * 4 / (time.perf_counter() - start)
 
-    cfg = config(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", "meta_batch_size=10",
-                  "episodes_per_task=2", "threads=1"])
+
+def metaworld_policy_sampling(skill: str, steps: int, threads: int, simulator: str) -> float:
+    """Env steps per second of the ``ml1`` family's sampler, policy in the loop: 10 tasks × 10
+    episodes of ``steps`` steps on ``simulator`` (``batched`` or ``official``) and ``threads`` threads."""
+    cfg = config(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", f"env.simulator={simulator}",
+                  "meta_batch_size=10", "episodes_per_task=10", f"threads={threads}", "policy.hidden_sizes=[128,128]"])
     family = family_of(cfg)
     policy = initial_policy(cfg, family)
-    env = family.make_env(10, 2, generator=torch.Generator().manual_seed(0))
+    env = family.make_env(10, 10, generator=torch.Generator().manual_seed(0))
     env.set_tasks(family.sample_tasks(10, torch.Generator().manual_seed(0)))
     params = {k: v.detach().expand(10, *v.shape) for k, v in policy.params().items()}
     with torch.no_grad():
         start = time.perf_counter()
         episodes = rollout(env, policy, params, steps, torch.Generator().manual_seed(1))
-        adapter = episodes["mask"].sum().item() / (time.perf_counter() - start)
+        rate = episodes["mask"].sum().item() / (time.perf_counter() - start)
+    env.close()
+    return rate
 
-    model, data = official.current.model, official.current.data
+
+def metaworld_raw(skill: str, steps: int, threads: int) -> float:
+    """Policy steps per second of raw ``mujoco.rollout`` on the skill's compiled model: 100 worlds
+    from the official reset state, the gripper and the mocap target driven open loop (a random
+    walk of the target, as actions would move it), ``frame_skip`` physics steps per policy step."""
+    import mujoco
+    from mujoco import rollout as mj_rollout
+
+    from maml_rl.envs.metaworld_env import MetaWorldTasks
+
+    official = MetaWorldTasks("ML1", skill, 0)
+    official.reset(seed=0)
+    env = official.current
+    model, skip, worlds = env.model, env.frame_skip, 100
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    controls_spec = mujoco.mjtState.mjSTATE_CTRL | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT
     state = np.empty(mujoco.mj_stateSize(model, spec))
-    mujoco.mj_getState(model, data, state, spec)
-    worlds, skip = 100, official.current.frame_skip
-    controls = rng.uniform(-1, 1, (worlds, steps * skip, model.nu))
-    raw = {}
-    for threads in sorted({1, available_threads()}):
-        out = np.empty((worlds, steps * skip, state.size))
-        with mj_rollout.Rollout(nthread=threads) as pool:
-            start = time.perf_counter()
-            pool.rollout([model] * worlds, [mujoco.MjData(model) for _ in range(threads)], np.tile(state, (worlds, 1)),
-                         controls, nstep=steps * skip, state=out, skip_checks=True)
-            raw[threads] = worlds * steps / (time.perf_counter() - start)
-    return {"official": single, "adapter": adapter, "raw_1": raw[1], "raw_all": raw[max(raw)], "threads": max(raw)}
+    mujoco.mj_getState(model, env.data, state, spec)
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.uniform(-0.01, 0.01, (worlds, steps, 3)), axis=1) + env.data.mocap_pos[0]
+    controls = np.zeros((worlds, steps, skip, mujoco.mj_stateSize(model, controls_spec)))
+    controls[..., 0] = rng.uniform(-1, 1, (worlds, steps, 1))
+    controls[..., 1] = -controls[..., 0]
+    controls[..., 2:5] = np.clip(walk, env.mocap_low, env.mocap_high)[:, :, None]
+    controls[..., 5:9] = (1.0, 0.0, 1.0, 0.0)
+    controls = controls.reshape(worlds, steps * skip, -1)
+    out = np.empty((worlds, steps * skip, state.size))
+    with mj_rollout.Rollout(nthread=threads) as pool:
+        start = time.perf_counter()
+        pool.rollout([model] * worlds, [mujoco.MjData(model) for _ in range(threads)], np.tile(state, (worlds, 1)),
+                     controls, control_spec=controls_spec, nstep=steps * skip, state=out, skip_checks=True)
+        return worlds * steps / (time.perf_counter() - start)
 
 
-def metaworld_sampling(steps: int) -> None:
-    """Meta-World: the official env, the adapter and raw physics, side by side."""
-    print(f"\nMeta-World, episodes of {steps} steps: env steps/s (policy steps: frame skip 5 physics steps each)")
-    print(f"{'skill':<16}{'official env':>14}{'adapter+policy':>16}{'raw, 1 thread':>15}{'raw, all':>10}"
-          f"{'raw/official':>14}")
+def metaworld_sampling(steps: int, iterations: int = 3) -> None:
+    """Meta-World: the official env, the batched simulator (sampling and whole MAML-TRPO
+    iterations) and raw physics, side by side, one thread and all threads."""
+    cores = available_threads()
+    print(f"\nMeta-World, episodes of {steps} steps, 10 tasks x 10 episodes: env steps/s (policy steps, "
+          f"frame skip 5 physics steps each); 1 thread / {cores} threads")
+    print(f"{'skill':<15}{'official':>10}{'adapter':>9}{'batched+policy':>17}{'raw physics':>15}{'iteration':>11}"
+          f"{'sampling/raw':>14}{'iteration/raw':>15}{'batched/official':>18}")
     for skill in ("reach-v3", "push-v3", "pick-place-v3"):
-        r = metaworld_throughput(skill, steps)
-        print(f"{skill:<16}{r['official']:>14.0f}{r['adapter']:>16.0f}{r['raw_1']:>15.0f}{r['raw_all']:>10.0f}"
-              f"{r['raw_1'] / r['official']:>13.1f}x")
-    print("(raw: mujoco.rollout of the same compiled model, 100 worlds, open loop: the physics limit a batched "
-          "family can approach; official and adapter: one thread)")
+        official = metaworld_official(skill, steps)
+        adapter = metaworld_policy_sampling(skill, steps, 1, "official")
+        batched = {n: metaworld_policy_sampling(skill, steps, n, "batched") for n in (1, cores)}
+        raw = {n: metaworld_raw(skill, steps, n) for n in (1, cores)}
+        whole = measure(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", "meta_batch_size=10",
+                         "episodes_per_task=10", f"threads={cores}", "env.normalize_observations=true",
+                         "policy.hidden_sizes=[128,128]", "policy.activation=tanh"], iterations, 1)
+        it = whole["env_steps_per_second"]
+        print(f"{skill:<15}{official:>10.0f}{adapter:>9.0f}{batched[1]:>8.0f} /{batched[cores]:>6.0f}"
+              f"{raw[1]:>7.0f} /{raw[cores]:>6.0f}{it:>11.0f}{batched[1] / raw[1]:>8.0%} /{batched[cores] / raw[cores]:>4.0%}"
+              f"{it / raw[cores]:>15.0%}{batched[1] / official:>17.1f}x")
+    print("(official and adapter: one thread; raw: mujoco.rollout of the same model, 100 worlds, open loop; "
+          "iteration: whole MAML-TRPO iterations, all threads, env steps of support and query over the "
+          "iteration's wall time)")
 
 
 def main() -> None:

@@ -22,9 +22,10 @@ recorded once per goal (``ResetRecord``) and copied into every world of that tas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import mujoco
 import numpy as np
