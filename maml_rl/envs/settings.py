@@ -243,7 +243,9 @@ class MetaWorldConfig(AdapterConfig):
     ``max_path_length``, the most an episode may last), 20 tasks × 10 episodes (garage's MAML-TRPO
     scripts for Meta-World), α = 0.1 on normalised advantages (see docs/metaworld.md);
     ``reward_version`` Meta-World's reward functions; ``goal_seed`` the seed of Meta-World's goal
-    sets (fixed, so every run trains and tests on the same goals)."""
+    sets (fixed, so every run trains and tests on the same goals); ``simulator``: ``batched`` steps
+    ML1's reach, push and pick-place in batch (``envs/sawyer.py``, the official env's numbers),
+    ``official`` the official envs, ``auto`` the batch where there is one."""
 
     horizon: int = 500
     meta_batch_size: int = 20
