@@ -229,6 +229,7 @@ class SawyerBatchEnv(TaskEnv):
         self.mocap = np.zeros((num, 3))
         self.ctrl = np.zeros((num, 2))
         self.records: list[ResetRecord] = []
+        self.references: dict[str, np.ndarray] = {}
         self.prev = np.zeros((num, 18))
         self.steps = 0
         self.oracle_part = torch.zeros(num_tasks, 0)
@@ -249,6 +250,8 @@ class SawyerBatchEnv(TaskEnv):
         episodes = self.batch_size[1]
         per_task = [self.family.reset_record(int(t)) for t in tasks.tolist()]
         self.records = [per_task[i // episodes] for i in range(len(self.datas))]
+        self.references = {name: np.stack([getattr(r, name) for r in self.records])
+                           for name in ("obj_init_pos", "target_pos", "init_tcp")}  # what the rewards compare with
         if self.oracle:
             self.oracle_part = torch.as_tensor(np.stack([self.family.task_vector(t) for t in tasks.tolist()]),
                                                dtype=torch.float32)
@@ -304,10 +307,8 @@ class SawyerBatchEnv(TaskEnv):
         return obs
 
     def _frame(self, obs: np.ndarray, action: np.ndarray) -> Frame:
-        stacked = {name: np.stack([getattr(r, name) for r in self.records])
-                   for name in ("obj_init_pos", "target_pos", "init_tcp")}
         return Frame(obs, action, self.site_xpos.mean(1), self.xpos[:, 4], self.xpos[:, 5],
-                     hand_init_pos=self.hand_init_pos, **stacked)
+                     hand_init_pos=self.hand_init_pos, **self.references)
 
     # ------------------------------------------------------------------ EnvBase
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
