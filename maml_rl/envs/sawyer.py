@@ -223,9 +223,11 @@ class SawyerBatchEnv(TaskEnv):
         self.bodies = [body(n) for n in ("hand", "rightclaw", "leftclaw", "obj", "leftpad", "rightpad")]
         self.sites = [site("rightEndEffector"), site("leftEndEffector")]
         self.obj_geom = m.geom("objGeom").id
-        self.xpos = np.zeros((num, len(self.bodies), 3))
-        self.site_xpos = np.zeros((num, 2, 3))
-        self.geom_xmat = np.zeros((num, 9))
+        # every world's whole position arrays, copied after each step (a whole copy costs a
+        # quarter of picking rows out in Python); the rows needed are taken for the batch at once
+        self.xpos = np.zeros((num, m.nbody, 3))
+        self.site_xpos = np.zeros((num, m.nsite, 3))
+        self.geom_xmat = np.zeros((num, m.ngeom, 9))
         self.mocap = np.zeros((num, 3))
         self.ctrl = np.zeros((num, 2))
         self.records: list[ResetRecord] = []
@@ -271,9 +273,9 @@ class SawyerBatchEnv(TaskEnv):
             self._read(i, d)
 
     def _read(self, i: int, d: mujoco.MjData) -> None:
-        self.xpos[i] = d.xpos[self.bodies]
-        self.site_xpos[i] = d.site_xpos[self.sites]
-        self.geom_xmat[i] = d.geom_xmat[self.obj_geom]
+        self.xpos[i] = d.xpos
+        self.site_xpos[i] = d.site_xpos
+        self.geom_xmat[i] = d.geom_xmat
 
     def _run(self, work: Callable[[range], None]) -> None:
         if self.pool is None:
@@ -295,9 +297,9 @@ class SawyerBatchEnv(TaskEnv):
         """``SawyerXYZEnv._get_curr_obs_combined_no_goal`` for every world: hand position, gripper
         opening (finger distance / 0.1, clipped to [0, 1]), object position and quaternion (x, y, z, w
         from the object geom's rotation, as Meta-World reads it through scipy), zero padding; ``[N, 18]``."""
-        hand, right, left, obj = (self.xpos[:, k] for k in range(4))
+        hand, right, left, obj = (self.xpos[:, k] for k in self.bodies[:4])
         gripper = np.clip(norm(right - left) / 0.1, 0.0, 1.0)
-        quat = Rotation.from_matrix(self.geom_xmat.reshape(-1, 3, 3)).as_quat()
+        quat = Rotation.from_matrix(self.geom_xmat[:, self.obj_geom].reshape(-1, 3, 3)).as_quat()
         return np.concatenate([hand, gripper[:, None], obj, quat, np.zeros((len(self.datas), 7))], axis=-1)
 
     def _observation(self, obs: np.ndarray) -> torch.Tensor:
@@ -307,7 +309,7 @@ class SawyerBatchEnv(TaskEnv):
         return obs
 
     def _frame(self, obs: np.ndarray, action: np.ndarray) -> Frame:
-        return Frame(obs, action, self.site_xpos.mean(1), self.xpos[:, 4], self.xpos[:, 5],
+        return Frame(obs, action, self.site_xpos[:, self.sites].mean(1), *(self.xpos[:, k] for k in self.bodies[4:]),
                      hand_init_pos=self.hand_init_pos, **self.references)
 
     # ------------------------------------------------------------------ EnvBase
