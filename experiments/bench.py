@@ -14,7 +14,7 @@
 4. Meta-World (reach, push, pick-place): env steps per second of one official env (random
    actions), of the ``ml1`` family through the gymnasium adapter and on the batched simulator
    with the policy in the loop (one thread and all threads), of whole MAML-TRPO iterations on the
-   batched simulator, and of raw ``mujoco.rollout`` on the same compiled model (100 worlds, the
+   batched simulator, and of raw ``mujoco.rollout`` on the same compiled model (250 worlds, the
    mocap target and gripper driven open loop): sampling against raw physics (target ≥ 90 %),
    iterations against raw physics (target ≥ 80 %).
 
@@ -197,16 +197,20 @@ def metaworld_official(skill: str, steps: int) -> float:
     return steps * 4 / (time.perf_counter() - start)
 
 
-def metaworld_policy_sampling(skill: str, steps: int, threads: int, simulator: str) -> float:
-    """Env steps per second of the ``ml1`` family's sampler, policy in the loop: 10 tasks × 10
+MW_TASKS, MW_EPISODES = 25, 10  # ml1_reach_paper's meta-batch: 250 worlds a step
+
+
+def metaworld_policy_sampling(skill: str, steps: int, threads: int, simulator: str, tasks: int = MW_TASKS) -> float:
+    """Env steps per second of the ``ml1`` family's sampler, policy in the loop: ``tasks`` tasks × 10
     episodes of ``steps`` steps on ``simulator`` (``batched`` or ``official``) and ``threads`` threads."""
     cfg = config(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", f"env.simulator={simulator}",
-                  "meta_batch_size=10", "episodes_per_task=10", f"threads={threads}", "policy.hidden_sizes=[128,128]"])
+                  f"meta_batch_size={tasks}", f"episodes_per_task={MW_EPISODES}", f"threads={threads}",
+                  "policy.hidden_sizes=[128,128]"])
     family = family_of(cfg)
     policy = initial_policy(cfg, family)
-    env = family.make_env(10, 10, generator=torch.Generator().manual_seed(0))
-    env.set_tasks(family.sample_tasks(10, torch.Generator().manual_seed(0)))
-    params = {k: v.detach().expand(10, *v.shape) for k, v in policy.params().items()}
+    env = family.make_env(tasks, MW_EPISODES, generator=torch.Generator().manual_seed(0))
+    env.set_tasks(family.sample_tasks(tasks, torch.Generator().manual_seed(0)))
+    params = {k: v.detach().expand(tasks, *v.shape) for k, v in policy.params().items()}
     with torch.no_grad():
         start = time.perf_counter()
         episodes = rollout(env, policy, params, steps, torch.Generator().manual_seed(1))
@@ -216,7 +220,7 @@ def metaworld_policy_sampling(skill: str, steps: int, threads: int, simulator: s
 
 
 def metaworld_raw(skill: str, steps: int, threads: int) -> float:
-    """Policy steps per second of raw ``mujoco.rollout`` on the skill's compiled model: 100 worlds
+    """Policy steps per second of raw ``mujoco.rollout`` on the skill's compiled model: 250 worlds
     from the official reset state, the gripper and the mocap target driven open loop (a random
     walk of the target, as actions would move it), ``frame_skip`` physics steps per policy step."""
     import mujoco
@@ -227,7 +231,7 @@ def metaworld_raw(skill: str, steps: int, threads: int) -> float:
     official = MetaWorldTasks("ML1", skill, 0)
     official.reset(seed=0)
     env = official.current
-    model, skip, worlds = env.model, env.frame_skip, 100
+    model, skip, worlds = env.model, env.frame_skip, MW_TASKS * MW_EPISODES
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
     controls_spec = mujoco.mjtState.mjSTATE_CTRL | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT
     state = np.empty(mujoco.mj_stateSize(model, spec))
@@ -252,23 +256,24 @@ def metaworld_sampling(steps: int, iterations: int = 3) -> None:
     """Meta-World: the official env, the batched simulator (sampling and whole MAML-TRPO
     iterations) and raw physics, side by side, one thread and all threads."""
     cores = available_threads()
-    print(f"\nMeta-World, episodes of {steps} steps, 10 tasks x 10 episodes: env steps/s (policy steps, "
-          f"frame skip 5 physics steps each); 1 thread / {cores} threads")
+    print(f"\nMeta-World, episodes of {steps} steps, {MW_TASKS} tasks x {MW_EPISODES} episodes: env steps/s "
+          f"(policy steps, frame skip 5 physics steps each); 1 thread / {cores} threads")
     print(f"{'skill':<15}{'official':>10}{'adapter':>9}{'batched+policy':>17}{'raw physics':>15}{'iteration':>11}"
           f"{'sampling/raw':>14}{'iteration/raw':>15}{'batched/official':>18}")
     for skill in ("reach-v3", "push-v3", "pick-place-v3"):
         official = metaworld_official(skill, steps)
-        adapter = metaworld_policy_sampling(skill, steps, 1, "official")
+        adapter = metaworld_policy_sampling(skill, steps, 1, "official", tasks=2)  # the official envs are slow
         batched = {n: metaworld_policy_sampling(skill, steps, n, "batched") for n in (1, cores)}
         raw = {n: metaworld_raw(skill, steps, n) for n in (1, cores)}
-        whole = measure(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", "meta_batch_size=10",
-                         "episodes_per_task=10", f"threads={cores}", "env.normalize_observations=true",
+        whole = measure(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", f"meta_batch_size={MW_TASKS}",
+                         f"episodes_per_task={MW_EPISODES}", f"threads={cores}", "env.normalize_observations=true",
                          "policy.hidden_sizes=[128,128]", "policy.activation=tanh"], iterations, 1)
         it = whole["env_steps_per_second"]
         print(f"{skill:<15}{official:>10.0f}{adapter:>9.0f}{batched[1]:>8.0f} /{batched[cores]:>6.0f}"
               f"{raw[1]:>7.0f} /{raw[cores]:>6.0f}{it:>11.0f}{batched[1] / raw[1]:>8.0%} /{batched[cores] / raw[cores]:>4.0%}"
               f"{it / raw[cores]:>15.0%}{batched[1] / official:>17.1f}x")
-    print("(official and adapter: one thread; raw: mujoco.rollout of the same model, 100 worlds, open loop; "
+    print("(official and adapter: one thread, the adapter on 2 tasks x 10 episodes; raw: mujoco.rollout of the same "
+          "model and as many worlds, open loop; "
           "iteration: whole MAML-TRPO iterations, all threads, env steps of support and query over the "
           "iteration's wall time)")
 
