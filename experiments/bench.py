@@ -100,7 +100,7 @@ def ant_throughput(steps: int, threads: int) -> dict[str, float]:
     """
     cfg = config(["env=ant"])
     env = ant_env(cfg, threads)
-    policy = initial_policy(cfg, env)
+    policy = initial_policy(cfg, family_of(cfg))
     params = {k: v.detach().expand(cfg.meta_batch_size, *v.shape) for k, v in policy.params().items()}
     generator = torch.Generator().manual_seed(1)
     rollout(env, policy, params, 2, generator)  # warm-up

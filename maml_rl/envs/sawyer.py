@@ -104,6 +104,13 @@ class Frame:
     hand_init_pos: np.ndarray
 
 
+def state_columns(model: mujoco.MjModel, part: int) -> slice:
+    """Where ``part`` (one ``mjtState`` bit, e.g. ``mjSTATE_CTRL``) lies in an ``mjSTATE_INTEGRATION``
+    state vector: MuJoCo lays the parts out in the order of their bits."""
+    start = mujoco.mj_stateSize(model, INTEGRATION & (int(part) - 1))
+    return slice(start, start + mujoco.mj_stateSize(model, int(part)))
+
+
 def norm(x: np.ndarray) -> np.ndarray:
     return np.linalg.norm(x, axis=-1)
 
@@ -209,10 +216,14 @@ class SawyerBatchEnv(TaskEnv):
                              f"{list(BATCHED_SKILLS)}")
         self.model = self.official.model
         num = num_tasks * episodes_per_task
-        self.datas = [mujoco.MjData(self.model) for _ in range(num)]
+        self.num = num
         self.nthread = min(threads or available_threads(), num)
         self.pool = ThreadPoolExecutor(self.nthread) if self.nthread > 1 else None
-        self.chunks = [range(num)[i::self.nthread] for i in range(self.nthread)]
+        # one MjData per thread (hot in its core's cache), each world's integration state in `state`
+        self.jobs = [(mujoco.MjData(self.model), range(num)[i::self.nthread]) for i in range(self.nthread)]
+        self.state = np.zeros((num, mujoco.mj_stateSize(self.model, INTEGRATION)))
+        self.ctrl = state_columns(self.model, mujoco.mjtState.mjSTATE_CTRL)
+        self.mocap = state_columns(self.model, mujoco.mjtState.mjSTATE_MOCAP_POS)
         m, o = self.model, self.official
         self.substeps, self.action_scale = o.frame_skip, o.action_scale  # not "frame_skip": torchrl would repeat each step
         self.mocap_low, self.mocap_high = o.mocap_low, o.mocap_high
@@ -228,8 +239,6 @@ class SawyerBatchEnv(TaskEnv):
         self.xpos = np.zeros((num, m.nbody, 3))
         self.site_xpos = np.zeros((num, m.nsite, 3))
         self.geom_xmat = np.zeros((num, m.ngeom, 9))
-        self.mocap = np.zeros((num, 3))
-        self.ctrl = np.zeros((num, 2))
         self.records: list[ResetRecord] = []
         self.references: dict[str, np.ndarray] = {}
         self.prev = np.zeros((num, 18))
@@ -251,7 +260,7 @@ class SawyerBatchEnv(TaskEnv):
         super().set_tasks(tasks)
         episodes = self.batch_size[1]
         per_task = [self.family.reset_record(int(t)) for t in tasks.tolist()]
-        self.records = [per_task[i // episodes] for i in range(len(self.datas))]
+        self.records = [per_task[i // episodes] for i in range(self.num)]
         self.references = {name: np.stack([getattr(r, name) for r in self.records])
                            for name in ("obj_init_pos", "target_pos", "init_tcp")}  # what the rewards compare with
         if self.oracle:
@@ -259,38 +268,25 @@ class SawyerBatchEnv(TaskEnv):
                                                dtype=torch.float32)
 
     # ------------------------------------------------------------------ the physics
-    def _advance(self, worlds: range) -> None:
-        """Step ``worlds`` ``frame_skip`` physics steps under their mocap target and gripper
-        controls, then read what observations and rewards need (``mj_kinematics``: the positions
-        ``mj_forward`` would give)."""
-        m, skip = self.model, self.substeps
+    def _advance(self, job: tuple[mujoco.MjData, range]) -> None:
+        """Step ``job``'s worlds, one after the other on its ``MjData``: each from its integration
+        state (positions, velocities, the solver's warm start, its controls and mocap target),
+        ``frame_skip`` physics steps, then its state back and what observations and rewards need
+        (``mj_kinematics``: the positions ``mj_forward`` would give)."""
+        d, worlds = job
+        m, skip, state = self.model, self.substeps, self.state
         for i in worlds:
-            d = self.datas[i]
-            d.ctrl[:] = self.ctrl[i]
-            d.mocap_pos[0] = self.mocap[i]
+            mujoco.mj_setState(m, d, state[i], INTEGRATION)
             mujoco.mj_step(m, d, skip)
             mujoco.mj_kinematics(m, d)
-            self._read(i, d)
+            mujoco.mj_getState(m, d, state[i], INTEGRATION)
+            self.xpos[i], self.site_xpos[i], self.geom_xmat[i] = d.xpos, d.site_xpos, d.geom_xmat
 
-    def _read(self, i: int, d: mujoco.MjData) -> None:
-        self.xpos[i] = d.xpos
-        self.site_xpos[i] = d.site_xpos
-        self.geom_xmat[i] = d.geom_xmat
-
-    def _run(self, work: Callable[[range], None]) -> None:
+    def _run(self) -> None:
         if self.pool is None:
-            work(self.chunks[0])
+            self._advance(self.jobs[0])
         else:
-            list(self.pool.map(work, self.chunks))
-
-    def _reset_worlds(self, worlds: range) -> None:
-        m = self.model
-        for i in worlds:
-            d, record = self.datas[i], self.records[i]
-            mujoco.mj_setState(m, d, record.state, INTEGRATION)
-            mujoco.mj_kinematics(m, d)
-            self.mocap[i] = d.mocap_pos[0]
-            self._read(i, d)
+            list(self.pool.map(self._advance, self.jobs))
 
     # ------------------------------------------------------------------ observations and rewards
     def _current(self) -> np.ndarray:
@@ -300,7 +296,7 @@ class SawyerBatchEnv(TaskEnv):
         hand, right, left, obj = (self.xpos[:, k] for k in self.bodies[:4])
         gripper = np.clip(norm(right - left) / 0.1, 0.0, 1.0)
         quat = Rotation.from_matrix(self.geom_xmat[:, self.obj_geom].reshape(-1, 3, 3)).as_quat()
-        return np.concatenate([hand, gripper[:, None], obj, quat, np.zeros((len(self.datas), 7))], axis=-1)
+        return np.concatenate([hand, gripper[:, None], obj, quat, np.zeros((self.num, 7))], axis=-1)
 
     def _observation(self, obs: np.ndarray) -> torch.Tensor:
         obs = torch.as_tensor(obs.astype(np.float32)).reshape(*self.batch_size, -1)
@@ -316,7 +312,7 @@ class SawyerBatchEnv(TaskEnv):
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         if not self.records:
             raise RuntimeError("set_tasks before reset: the batch has no tasks")
-        self._run(self._reset_worlds)
+        self.state[:] = np.stack([r.state for r in self.records])
         obs = np.stack([r.observation for r in self.records])
         self.prev, self.steps = obs[:, :18].copy(), 0
         done = torch.zeros(*self.batch_size, 1, dtype=torch.bool)
@@ -324,15 +320,16 @@ class SawyerBatchEnv(TaskEnv):
                           batch_size=self.batch_size)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = np.clip(tensordict["action"].detach().reshape(len(self.datas), 4).double().numpy(), -1.0, 1.0)
+        action = np.clip(tensordict["action"].detach().reshape(self.num, 4).double().numpy(), -1.0, 1.0)
         action = action.astype(np.float32)  # what the official env receives through the adapter
         delta = np.clip(action[:, :3], -1, 1) * self.action_scale  # float32, as Meta-World computes it
-        self.mocap = np.clip(self.mocap + delta, self.mocap_low, self.mocap_high)
-        self.ctrl = np.stack([action[:, 3], -action[:, 3]], -1).astype(np.float64)
-        self._run(self._advance)
+        state = self.state
+        state[:, self.mocap] = np.clip(state[:, self.mocap] + delta, self.mocap_low, self.mocap_high)
+        state[:, self.ctrl] = np.stack([action[:, 3], -action[:, 3]], -1)
+        self._run()
         self.steps += 1
         current = self._current()
-        obs = np.clip(np.concatenate([current, self.prev, np.zeros((len(self.datas), 3))], -1),
+        obs = np.clip(np.concatenate([current, self.prev, np.zeros((self.num, 3))], -1),
                       self.obs_low, self.obs_high)
         self.prev = current
         reward, success = self.reward(self._frame(obs, action))
