@@ -24,7 +24,15 @@ from maml_rl.run.evaluation import (
     random_candidate,
     validation_generator,
 )
-from maml_rl.run.report import ci95, curves_figure, format_counts, format_paired, summarize, summarize_groups
+from maml_rl.run.report import (
+    ci95,
+    curves_figure,
+    format_counts,
+    format_paired,
+    format_statistics,
+    summarize,
+    summarize_groups,
+)
 
 from .conftest import FIG4_EVAL, TINY, composed
 from .test_cli import run_cli, runs_in
@@ -168,6 +176,21 @@ def test_paired_interval_removes_the_spread_of_task_difficulty():
     assert results["pretrained"][0]["paired"] == {"reference": "maml", "mean": 3.0, "ci95": 0.0}
     assert "3.00 ±  0.00" in format_paired(results, 0)
     assert format_paired(summarize(table[table["method"] == "pretrained"]), 0) == ""  # no MAML method, no paired table
+
+
+def test_a_family_statistic_is_paired_task_by_task_too():
+    """Success (Meta-World's statistic) of two methods on four tasks: MAML succeeds on three, the
+    pretrained policy on one of them; the paired success rate is the mean of the per-task
+    differences (0.5) with their interval, stored under the statistic and printed as its own table."""
+    table = pd.DataFrame([{"method": m, "run": i, "seed": 0, "task": t, "k": 0, "return": 1.0, "lr": math.nan,
+                           "reference": False, "success/rate": float(t < wins)}
+                          for i, (m, wins) in enumerate([("maml", 3), ("pretrained", 1)]) for t in range(4)])
+    results = summarize(table)
+    paired = results["pretrained"][0]["success"]["rate"]["paired"]
+    diff = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    assert paired["mean"] == 0.5 and paired["ci95"] == pytest.approx(1.96 * diff.std().item() / 2)
+    assert "paired" not in results["maml"][0]["success"]["rate"]
+    assert "maml minus each method on the same tasks (paired), success rate:" in format_statistics(results)
 
 
 def test_intervals_over_blocks_count_the_blocks_not_the_tasks():

@@ -101,34 +101,39 @@ def summarize(table: pd.DataFrame, benchmark: str | None = None) -> dict:
 def add_paired(results: dict, table: pd.DataFrame, benchmark: str | None = None) -> None:
     """Add paired differences on the same tasks, ``{"reference", "mean", "ci95"}``: ``paired`` to
     every row of a policy other than the reference (the first MAML label), the reference's return
-    minus the method's at the same k; and, when ``benchmark`` names a row of ``table`` (a fixed
-    strategy, e.g. buy-and-hold), ``paired_benchmark`` to every policy's row: the method's return
-    at k minus the benchmark's.
+    minus the method's at the same k, and the same for each of the family's statistics (under
+    ``<statistics name>: {statistic: {…, "paired"}}``, e.g. Meta-World's success rate); and, when
+    ``benchmark`` names a row of ``table`` (a fixed strategy, e.g. buy-and-hold),
+    ``paired_benchmark`` to every policy's row: the method's return at k minus the benchmark's.
 
     Every method is evaluated on the same tasks, so the spread of task difficulty (a goal velocity
     of 0 or 3), which dominates each method's own interval, cancels in the per-task difference:
     the paired interval answers "does the reference beat this method on these tasks?". Each
-    task's return is first averaged over the method's runs; the half-width is ``ci95``'s over tasks
+    task's value is first averaged over the method's runs; the half-width is ``ci95``'s over tasks
     (over blocks of tasks where the table has them).
     """
-    per_task = table.groupby(["method", "k", "task"], sort=False)["return"].mean()
+    per_task = table.groupby(["method", "k", "task"], sort=False)[["return", *statistic_columns(table)]].mean()
     block = table.drop_duplicates("task").set_index("task")["block"] if "block" in table.columns else None
 
-    def interval(diff: pd.Series) -> float:
-        return float(ci95(diff, None if block is None else block.loc[diff.index]))
+    def paired(diff: pd.Series, reference: str) -> dict:
+        diff = diff.dropna()
+        return {"reference": reference, "mean": float(diff.mean()),
+                "ci95": float(ci95(diff, None if block is None else block.loc[diff.index]))}
 
     labels = list(dict.fromkeys(table.loc[~table["reference"], "method"]))
     reference = next((label for label in labels if label.split()[0] == "maml"), None)
     for label in labels:
-        for k in results[label]:
+        for k, cell in results[label].items():
             if reference is not None and label != reference and k in results[reference]:
-                diff = per_task[reference, k] - per_task[label, k]
-                results[label][k]["paired"] = {"reference": reference, "mean": float(diff.mean()),
-                                               "ci95": interval(diff)}
+                diff = per_task.loc[(reference, k)] - per_task.loc[(label, k)]
+                cell["paired"] = paired(diff["return"], reference)
+                for column in statistic_columns(table):
+                    group, name = column.split("/", 1)
+                    if diff[column].notna().any():
+                        cell[group][name]["paired"] = paired(diff[column], reference)
             if benchmark in results:  # a fixed strategy: its one row (k = 0) against every k
-                diff = per_task[label, k] - per_task[benchmark, 0]
-                results[label][k]["paired_benchmark"] = {"reference": benchmark, "mean": float(diff.mean()),
-                                                         "ci95": interval(diff)}
+                diff = per_task.loc[(label, k), "return"] - per_task.loc[(benchmark, 0), "return"]
+                cell["paired_benchmark"] = paired(diff, benchmark)
 
 
 def summarize_groups(table: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +200,8 @@ def write_tables(results: dict, table: pd.DataFrame, out_dir: Path, by_group: pd
     k: the paired difference from the reference in ``paired_mean`` and ``paired_ci95``, empty for the
     reference; ``<statistics name>_<statistic>`` and ``…_ci95`` columns for a family's statistics)
     ``returns_per_task.csv`` (the policies' rows of the long table: ``method, seed, task``, the
-    task's ``group`` and ``block`` where the family gives them, ``k, return``) and, for a family
+    task's ``group`` and ``block`` where the family gives them, ``k, return`` and the deterministic
+    policy's statistics, ``<statistics name>/<statistic>``) and, for a family
     with task groups, ``results_by_group.csv`` (``by_group``, ``summarize_groups``'s frame). Returns the paths."""
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     groups = statistic_groups(results)
@@ -213,7 +219,8 @@ def write_tables(results: dict, table: pd.DataFrame, out_dir: Path, by_group: pd
                     row[f"{group}_{name}"], row[f"{group}_{name}_ci95"] = value.get("mean"), value.get("ci95")
             rows.append(row)
     pd.DataFrame(rows).to_csv(out_dir / "results.csv", index=False, float_format="%.4f")
-    columns = ["method", "seed", "task", *(c for c in ("group", "block") if c in table.columns), "k", "return"]
+    columns = ["method", "seed", "task", *(c for c in ("group", "block") if c in table.columns), "k", "return",
+               *statistic_columns(table)]
     per_task = table.loc[~table["reference"], columns]
     per_task.to_csv(out_dir / "returns_per_task.csv", index=False, float_format="%.4f")
     files = [out_dir / name for name in ("results.json", "results.csv", "returns_per_task.csv")]
@@ -268,7 +275,8 @@ def format_paired(results: dict, num_steps: int, key: str = "paired") -> str:
 
 def format_statistics(results: dict) -> str:
     """Each statistics group (a family's, e.g. ``backtest``) as text: one line per method and k,
-    ``mean ± ci95`` of every statistic of the deterministic policy (empty for none)."""
+    ``mean ± ci95`` of every statistic of the deterministic policy, then each statistic's paired
+    table (the reference minus each method on the same tasks; empty for none)."""
     blocks = []
     for group, names in statistic_groups(results).items():
         width = max([14, *(len(m) + 2 for m in results)])
@@ -279,6 +287,13 @@ def format_statistics(results: dict) -> str:
                 cells = [f"{values[n]['mean']:9.3f} ± {values[n]['ci95']:6.3f}" if n in values else "-" for n in names]
                 lines.append(f"{method:<{width}}{k:>3}" + "".join(f"{c:>20}" for c in cells))
         blocks.append("\n".join(lines))
+        num_steps = max(k for rows in results.values() for k in rows)
+        for name in names:
+            view = {m: {k: {"paired": c[group][name]["paired"]} for k, c in rows.items()
+                        if "paired" in c.get(group, {}).get(name, {})} for m, rows in results.items()}
+            table = format_paired(view, num_steps)
+            if table:
+                blocks.append(table.replace("(paired):", f"(paired), {group} {name}:", 1))
     return "\n\n".join(blocks)
 
 
