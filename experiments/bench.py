@@ -268,7 +268,7 @@ def metaworld_sampling(steps: int, iterations: int = 3) -> None:
         whole = measure(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", f"meta_batch_size={MW_TASKS}",
                          f"episodes_per_task={MW_EPISODES}", f"threads={cores}", "env.normalize_observations=true",
                          "policy.hidden_sizes=[128,128]", "policy.activation=tanh"], iterations, 1)
-        it = whole["env_steps_per_second"]
+        it = whole["env_steps_per_second"] * whole["time_sampling"] / whole["time_iteration"]  # over the whole iteration
         print(f"{skill:<15}{official:>10.0f}{adapter:>9.0f}{batched[1]:>8.0f} /{batched[cores]:>6.0f}"
               f"{raw[1]:>7.0f} /{raw[cores]:>6.0f}{it:>11.0f}{batched[1] / raw[1]:>8.0%} /{batched[cores] / raw[cores]:>4.0%}"
               f"{it / raw[cores]:>15.0%}{batched[1] / official:>17.1f}x")
