@@ -1,5 +1,5 @@
-"""Meta-World ML1 / ML10 (ML1 on the batched simulator by default, one test on the official envs): a training iteration
-and an evaluation with success rates through the CLI, success read from ``info`` at any step
+"""Meta-World ML1 / ML10 (ML1 on the batched simulator by default, one test on the official envs):
+a training iteration and an evaluation with success rates through the CLI, success read from ``info`` at any step
 (checked against the official env driven by Meta-World's scripted policy), test goals and skills
 apart from the training ones, unknown names refused, the weld fix under MuJoCo 4, the presets."""
 
