@@ -122,7 +122,8 @@ def test_a_stop_signal_checkpoints_the_last_iteration_and_resume_logs_none_twice
 
 
 def test_a_second_ctrl_c_exits_at_once(tmp_path):
-    proc = start(tmp_path, "num_iterations=2000", "threads=1")  # the default meta-batch: an iteration takes a while
+    # a meta-batch whose iteration takes seconds, so that both signals land in the iteration in flight
+    proc = start(tmp_path, "num_iterations=2000", "threads=1", "meta_batch_size=60", "episodes_per_task=60")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
     proc.send_signal(signal.SIGINT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,11 @@ from ..policies.base import Policy
 from ..tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
+
+
+def closing(signum, frame) -> None:
+    """SIGINT once a stop is written: say so, and let the run close."""
+    print("maml_rl: already stopping: the checkpoint is written, closing the run", file=sys.stderr)
 
 
 class Stopped(Exception):
@@ -171,7 +177,8 @@ class Trainer:
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:
         """While training: SIGINT and SIGTERM ask for a stop after the iteration in flight
-        (``stop_signal``); a second SIGINT raises ``KeyboardInterrupt`` at once. A SIGTERM handler
+        (``stop_signal``); a second SIGINT raises ``KeyboardInterrupt`` at once while the iteration
+        is in flight, and once its checkpoint is written only says so (``closing``). A SIGTERM handler
         someone else installed (a cluster launcher's requeue, e.g. submitit's) is left in place,
         and so is everything outside the main thread."""
         if threading.current_thread() is not threading.main_thread():
@@ -197,6 +204,10 @@ class Trainer:
         finally:
             for sig in mine:
                 signal.signal(sig, previous[sig])
+            if self.stop_signal is not None and signal.SIGINT in mine:
+                # the stop's checkpoint is written: a Ctrl-C now could only cut the closing of the run short
+                # (the tracker's KILLED status, the exit line) and end in a bare KeyboardInterrupt
+                signal.signal(signal.SIGINT, closing)
 
     def record(self, metrics: dict[str, float]) -> None:
         """Count a finished iteration and keep its returns and tasks."""
