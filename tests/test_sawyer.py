@@ -108,7 +108,8 @@ def test_the_comparison_fails_for_a_changed_margin_or_frame_skip(monkeypatch, mu
 def test_the_simulator_setting_picks_and_refuses(tmp_path):
     """``auto``: the batch for ML1's reach, push and pick-place with v2 rewards, the official envs for
     any other skill, for v1 rewards and for ML10; ``batched`` where there is none: refused before
-    any work, naming what has one; ``official`` forces the adapter."""
+    any work, naming what has one; ``official`` forces the adapter; ``env.vector=async`` (how the
+    official envs step) refused where the batch would run."""
     assert family_of("push-v3").batched and not family_of("push-v3", "env.simulator=official").batched
     assert not family_of("door-open-v3").batched and not family_of("reach-v3", "env.reward_version=v1").batched
     proc = run_cli(tmp_path, "env=ml10", "env.simulator=batched")
@@ -116,3 +117,6 @@ def test_the_simulator_setting_picks_and_refuses(tmp_path):
     assert "no batched simulator for env=ml10" in proc.stderr and "reach-v3" in proc.stderr
     proc = run_cli(tmp_path, "env=ml1", "env.env_name=door-open-v3", "env.simulator=batched")
     assert proc.returncode == 2 and "env.env_name=door-open-v3" in proc.stderr
+    proc = run_cli(tmp_path, "env=ml1", "env.vector=async")  # a setting of the official envs, never silently dropped
+    assert proc.returncode == 2 and "env.vector=async sets how the official envs step" in proc.stderr
+    assert not family_of("reach-v3", "env.vector=async", "env.simulator=official").batched

@@ -75,16 +75,22 @@ def batched(config: MetaWorldConfig) -> bool:
     ML1 skill that has one (``BATCHED_SKILLS``) with the v2 rewards.
 
     Raises:
-        ValueError: ``env.simulator=batched`` where there is none (names what has one).
+        ValueError: ``env.simulator=batched`` where there is none (names what has one), or
+            ``env.vector=async`` (a setting of the official envs) where the batch would run.
     """
     has_one = (config.name == "ml1" and getattr(config, "env_name", None) in BATCHED_SKILLS
                and config.reward_version == "v2")
+    what = f"env={config.name}" + (f" env.env_name={config.env_name}" if config.name == "ml1" else "")
     if config.simulator == "batched" and not has_one:
-        what = f"env={config.name}" + (f" env.env_name={config.env_name}" if config.name == "ml1" else "")
         raise ValueError(f"env.simulator=batched: there is no batched simulator for {what} with "
                          f"env.reward_version={config.reward_version}; batched: env=ml1 with env.env_name one of "
                          f"{list(BATCHED_SKILLS)} and env.reward_version=v2 (or use env.simulator=official)")
-    return has_one and config.simulator != "official"
+    runs_batched = has_one and config.simulator != "official"
+    if runs_batched and config.vector != "sync":
+        raise ValueError(f"env.vector={config.vector} sets how the official envs step, but {what} runs on the "
+                         f"batched simulator (env.simulator={config.simulator}): add env.simulator=official, "
+                         "or drop env.vector")
+    return runs_batched
 
 
 class MetaWorldTasks(gymnasium.Env):
