@@ -7,10 +7,12 @@ box, the gripper's two actuators driven by ``±action[3]``), ``frame_skip`` phys
 policy step. Observations (hand, gripper opening, object position and quaternion, the previous
 frame; goal hidden), the v2 rewards and success are computed for the whole batch in numpy.
 
-Each world keeps its own ``MjData`` and is advanced with ``mj_step(nstep=frame_skip)`` on a pool
-of threads (MuJoCo releases the GIL while it steps). ``mujoco.rollout`` would step the same
-physics as fast, but it starts every call from a zero constraint-solver warm start and does not
-return the one it ends with; the official env carries it from step to step, and Meta-World's
+Each world's whole integration state (``mjSTATE_INTEGRATION``: positions, velocities, the
+constraint solver's warm start, controls, mocap target) lives in one array; a pool of threads
+(MuJoCo releases the GIL while it steps), one ``MjData`` each, swaps a world's state in, advances
+it with ``mj_step(nstep=frame_skip)`` and swaps it out. ``mujoco.rollout`` would step the same
+physics, but it starts every call from a zero (or given) warm start and does not return the one
+it ends with; the official env carries it from step to step, and Meta-World's
 Newton solver (tolerance 1e-10, at most 50 iterations) lands elsewhere from a cold start: 7e-5 m
 apart after 2 steps of reach, 7e-3 after an episode of push (docs/metaworld.md). With the warm
 start kept, the batch steps the same numbers as the official env.
