@@ -162,7 +162,46 @@ class Gymnasium(TaskFamily):
         return GymnasiumTaskEnv(self, num_tasks, episodes_per_task, oracle, generator)
 
 
-class GymnasiumTaskEnv(TaskEnv):
+class FamilyTasksEnv(TaskEnv):
+    """A simulator of a ``Gymnasium`` family (the adapter's, Meta-World's batch): tasks are indices of
+    the family's kept tasks; observations are float32 ``[task, episode, obs]``, with ``oracle`` the
+    tasks' ``task_vector`` appended; the family's ``info_keys`` are kept with the episodes.
+
+    Raises:
+        ValueError: ``oracle`` for an env that does not declare ``task_vector(task)``, before any
+            env is built; batch sizes below 1.
+    """
+
+    task_shape = ()
+
+    def __init__(self, family: Gymnasium, num_tasks: int, episodes_per_task: int, oracle: bool = False):
+        super().__init__(num_tasks, episodes_per_task, oracle)
+        obs_size = family.observation_size(oracle)  # refuses an oracle the env cannot feed
+        self.family, self.info_keys = family, family.info_keys
+        self.oracle_part = torch.zeros(num_tasks, 0)
+        self.observation_spec = Composite(
+            observation=Unbounded(shape=(*self.batch_size, obs_size), dtype=torch.float32), shape=self.batch_size)
+
+    def set_tasks(self, tasks: torch.Tensor) -> None:
+        """Set the tasks, ``[num_tasks]`` indices of the family's tasks (and the oracle's view of them).
+
+        Raises:
+            ValueError: if the shape is not ``[num_tasks]``.
+        """
+        super().set_tasks(tasks)
+        if self.oracle:
+            self.oracle_part = torch.as_tensor(np.stack([self.family.task_vector(t) for t in tasks.tolist()]),
+                                               dtype=torch.float32)
+
+    def _observation(self, obs: np.ndarray) -> torch.Tensor:
+        """``obs`` ``[task · episode, obs]`` as float32 ``[task, episode, obs]``, the oracle part appended."""
+        obs = torch.as_tensor(np.asarray(obs, dtype=np.float32)).reshape(*self.batch_size, -1)
+        if self.oracle:
+            obs = torch.cat([obs, self.oracle_part[:, None].expand(*self.batch_size, -1)], dim=-1)
+        return obs
+
+
+class GymnasiumTaskEnv(FamilyTasksEnv):
     """``num_tasks × episodes_per_task`` instances of the family's env in one vector env (``TaskSlot`` each;
     sync, or async with ``env.vector=async``):
     observation ``[task, episode, obs]`` (float32; with ``oracle`` the task's ``task_vector``
@@ -173,23 +212,16 @@ class GymnasiumTaskEnv(TaskEnv):
     (gymnasium's next-step autoreset); the sampler masks those steps.
     """
 
-    task_shape = ()
-
     def __init__(self, family: Gymnasium, num_tasks: int, episodes_per_task: int, oracle: bool = False,
                  generator: torch.Generator | None = None):
         from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 
-        super().__init__(num_tasks, episodes_per_task, oracle)
-        obs_size = family.observation_size(oracle)  # refuses an oracle the env cannot feed, before any env is built
-        self.family, self.generator = family, generator if generator is not None else torch.Generator()
-        self.info_keys = family.info_keys
+        super().__init__(family, num_tasks, episodes_per_task, oracle)  # refuses a bad oracle before any env is built
+        self.generator = generator if generator is not None else torch.Generator()
         vector = AsyncVectorEnv if family.config.vector == "async" else SyncVectorEnv
         self.vector = vector([functools.partial(TaskSlot.of, family.make)] * (num_tasks * episodes_per_task))
         shape, space = self.batch_size, family.probe.action_space
         self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
-        self.oracle_part = torch.zeros(num_tasks, 0)
-        self.observation_spec = Composite(observation=Unbounded(shape=(*shape, obs_size), dtype=torch.float32),
-                                          shape=shape)
         self.action_spec = Bounded(torch.as_tensor(self.low, dtype=torch.float32).expand(*shape, -1),
                                    torch.as_tensor(self.high, dtype=torch.float32).expand(*shape, -1),
                                    shape=(*shape, family.action_size), dtype=torch.float32)
@@ -204,15 +236,6 @@ class GymnasiumTaskEnv(TaskEnv):
         super().set_tasks(tasks)
         episodes = self.batch_size[1]
         self.vector.set_attr("task", [self.family.tasks[int(tasks[i // episodes])] for i in range(self.vector.num_envs)])
-        if self.oracle:
-            self.oracle_part = torch.as_tensor(np.stack([self.family.task_vector(t) for t in tasks.tolist()]),
-                                               dtype=torch.float32)
-
-    def _observation(self, obs: np.ndarray) -> torch.Tensor:
-        obs = torch.as_tensor(np.asarray(obs, dtype=np.float32)).reshape(*self.batch_size, -1)
-        if self.oracle:
-            obs = torch.cat([obs, self.oracle_part[:, None].expand(*self.batch_size, -1)], dim=-1)
-        return obs
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         seeds = torch.randint(2**31 - 1, (self.vector.num_envs,), generator=self.generator).tolist()

@@ -27,16 +27,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import mujoco
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.data import Bounded, Unbounded
 
-from .base import TaskEnv
+from .gymnasium_env import FamilyTasksEnv
 from .locomotion import available_threads
 from .settings import BATCHED_SKILLS
 
@@ -183,7 +183,7 @@ REWARDS: dict[str, Callable[[Frame], tuple[np.ndarray, np.ndarray]]] = {
 assert tuple(REWARDS) == BATCHED_SKILLS  # the torch-free settings name them for validation
 
 
-class SawyerBatchEnv(TaskEnv):
+class SawyerBatchEnv(FamilyTasksEnv):
     """``num_tasks × episodes_per_task`` worlds of one Meta-World skill (``BATCHED_SKILLS``), v2 rewards.
 
     Tasks are indices of the family's Meta-World tasks (as for the official envs). Each step takes
@@ -203,20 +203,16 @@ class SawyerBatchEnv(TaskEnv):
         ValueError: a skill without a batched implementation, ``threads`` < 0, or batch sizes < 1.
     """
 
-    task_shape: ClassVar[tuple[int, ...]] = ()
-
     def __init__(self, family: Any, num_tasks: int, episodes_per_task: int, oracle: bool = False, threads: int = 0):
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = every core), got {threads}")
-        super().__init__(num_tasks, episodes_per_task, oracle)
-        self.family, self.official = family, family.official_env()
-        self.info_keys = family.info_keys  # "success", kept with the episodes by the sampler
-        skill = self.official.__class__.__name__
+        super().__init__(family, num_tasks, episodes_per_task, oracle)
+        o = family.official_env()
         self.reward = REWARDS.get(family.config.env_name)
         if self.reward is None:
-            raise ValueError(f"no batched Meta-World env for {family.config.env_name} ({skill}); batched: "
-                             f"{list(BATCHED_SKILLS)}")
-        self.model = self.official.model
+            raise ValueError(f"no batched Meta-World env for {family.config.env_name} ({o.__class__.__name__}); "
+                             f"batched: {list(BATCHED_SKILLS)}")
+        self.model = m = o.model
         num = num_tasks * episodes_per_task
         self.num = num
         self.nthread = min(threads or available_threads(), num)
@@ -226,7 +222,6 @@ class SawyerBatchEnv(TaskEnv):
         self.state = np.zeros((num, mujoco.mj_stateSize(self.model, INTEGRATION)))
         self.ctrl = state_columns(self.model, mujoco.mjtState.mjSTATE_CTRL)
         self.mocap = state_columns(self.model, mujoco.mjtState.mjSTATE_MOCAP_POS)
-        m, o = self.model, self.official
         self.substeps, self.action_scale = o.frame_skip, o.action_scale  # not "frame_skip": torchrl would repeat each step
         self.mocap_low, self.mocap_high = o.mocap_low, o.mocap_high
         self.hand_init_pos = np.asarray(o.hand_init_pos, dtype=np.float64)
@@ -245,11 +240,7 @@ class SawyerBatchEnv(TaskEnv):
         self.references: dict[str, np.ndarray] = {}
         self.prev = np.zeros((num, 18))
         self.steps = 0
-        self.oracle_part = torch.zeros(num_tasks, 0)
         shape = self.batch_size
-        obs_size = family.observation_size(oracle)
-        self.observation_spec = Composite(observation=Unbounded(shape=(*shape, obs_size), dtype=torch.float32),
-                                          shape=shape)
         self.action_spec = Bounded(-torch.ones(*shape, 4), torch.ones(*shape, 4), shape=(*shape, 4), dtype=torch.float32)
         self.reward_spec = Unbounded(shape=(*shape, 1), dtype=torch.float32)
 
@@ -265,9 +256,6 @@ class SawyerBatchEnv(TaskEnv):
         self.records = [per_task[i // episodes] for i in range(self.num)]
         self.references = {name: np.stack([getattr(r, name) for r in self.records])
                            for name in ("obj_init_pos", "target_pos", "init_tcp")}  # what the rewards compare with
-        if self.oracle:
-            self.oracle_part = torch.as_tensor(np.stack([self.family.task_vector(t) for t in tasks.tolist()]),
-                                               dtype=torch.float32)
 
     # ------------------------------------------------------------------ the physics
     def _advance(self, job: tuple[mujoco.MjData, range]) -> None:
@@ -299,12 +287,6 @@ class SawyerBatchEnv(TaskEnv):
         gripper = np.clip(norm(right - left) / 0.1, 0.0, 1.0)
         quat = Rotation.from_matrix(self.geom_xmat[:, self.obj_geom].reshape(-1, 3, 3)).as_quat()
         return np.concatenate([hand, gripper[:, None], obj, quat, np.zeros((self.num, 7))], axis=-1)
-
-    def _observation(self, obs: np.ndarray) -> torch.Tensor:
-        obs = torch.as_tensor(obs.astype(np.float32)).reshape(*self.batch_size, -1)
-        if self.oracle:
-            obs = torch.cat([obs, self.oracle_part[:, None].expand(*self.batch_size, -1)], dim=-1)
-        return obs
 
     def _frame(self, obs: np.ndarray, action: np.ndarray) -> Frame:
         return Frame(obs, action, self.site_xpos[:, self.sites].mean(1), *(self.xpos[:, k] for k in self.bodies[4:]),
