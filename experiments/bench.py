@@ -16,7 +16,9 @@
    with the policy in the loop (one thread and all threads), of whole MAML-TRPO iterations on the
    batched simulator, and of raw ``mujoco.rollout`` on the same compiled model (250 worlds, the
    mocap target and gripper driven open loop): sampling against raw physics (target ≥ 90 %),
-   iterations against raw physics (target ≥ 80 %).
+   iterations against raw physics (target ≥ 80 %); then where a policy step of push goes (physics,
+   observations and rewards, policy and torchrl, against raw physics) at 250 and 1 000 worlds,
+   one thread and all.
 
 Usage: ``python experiments/bench.py [--iterations N] [--warmup N] [--sizes N ...] [--ant-iterations N]
 [--ant-steps N] [--metaworld-steps N] [override ...]`` (``make bench``).
@@ -200,9 +202,13 @@ def metaworld_official(skill: str, steps: int) -> float:
 MW_TASKS, MW_EPISODES = 25, 10  # ml1_reach_paper's meta-batch: 250 worlds a step
 
 
-def metaworld_policy_sampling(skill: str, steps: int, threads: int, simulator: str, tasks: int = MW_TASKS) -> float:
+def metaworld_policy_sampling(skill: str, steps: int, threads: int, simulator: str, tasks: int = MW_TASKS,
+                              parts: dict[str, float] | None = None) -> float:
     """Env steps per second of the ``ml1`` family's sampler, policy in the loop: ``tasks`` tasks × 10
-    episodes of ``steps`` steps on ``simulator`` (``batched`` or ``official``) and ``threads`` threads."""
+    episodes of ``steps`` steps on ``simulator`` (``batched`` or ``official``) and ``threads`` threads.
+    With ``parts`` (batched only), the batch's seconds per policy step go into it: ``physics`` (its
+    stepping and kinematics), ``env`` (its whole ``_step``: physics, observations, rewards) and
+    ``all`` (the sampler's whole loop: the policy and torchrl's step besides)."""
     cfg = config(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", f"env.simulator={simulator}",
                   f"meta_batch_size={tasks}", f"episodes_per_task={MW_EPISODES}", f"threads={threads}",
                   "policy.hidden_sizes=[128,128]"])
@@ -211,16 +217,33 @@ def metaworld_policy_sampling(skill: str, steps: int, threads: int, simulator: s
     env = family.make_env(tasks, MW_EPISODES, generator=torch.Generator().manual_seed(0))
     env.set_tasks(family.sample_tasks(tasks, torch.Generator().manual_seed(0)))
     params = {k: v.detach().expand(tasks, *v.shape) for k, v in policy.params().items()}
+    if parts is not None:
+        base = getattr(env, "base_env", env)
+        base._run, base._step = timed(base._run, parts, "physics"), timed(base._step, parts, "env")
     with torch.no_grad():
         start = time.perf_counter()
         episodes = rollout(env, policy, params, steps, torch.Generator().manual_seed(1))
-        rate = episodes["mask"].sum().item() / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
     env.close()
-    return rate
+    if parts is not None:
+        parts["all"] = elapsed
+        parts.update({k: v / steps for k, v in parts.items()})
+    return episodes["mask"].sum().item() / elapsed
 
 
-def metaworld_raw(skill: str, steps: int, threads: int) -> float:
-    """Policy steps per second of raw ``mujoco.rollout`` on the skill's compiled model: 250 worlds
+def timed(call, into: dict[str, float], key: str):
+    """``call`` that adds its wall time to ``into[key]``."""
+    def wrapper(*args):
+        start = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            into[key] = into.get(key, 0.0) + time.perf_counter() - start
+    return wrapper
+
+
+def metaworld_raw(skill: str, steps: int, threads: int, tasks: int = MW_TASKS) -> float:
+    """Policy steps per second of raw ``mujoco.rollout`` on the skill's compiled model: ``tasks`` × 10 worlds
     from the official reset state, the gripper and the mocap target driven open loop (a random
     walk of the target, as actions would move it), ``frame_skip`` physics steps per policy step."""
     import mujoco
@@ -231,7 +254,7 @@ def metaworld_raw(skill: str, steps: int, threads: int) -> float:
     official = MetaWorldTasks("ML1", skill, 0)
     official.reset(seed=0)
     env = official.current
-    model, skip, worlds = env.model, env.frame_skip, MW_TASKS * MW_EPISODES
+    model, skip, worlds = env.model, env.frame_skip, tasks * MW_EPISODES
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
     controls_spec = mujoco.mjtState.mjSTATE_CTRL | mujoco.mjtState.mjSTATE_MOCAP_POS | mujoco.mjtState.mjSTATE_MOCAP_QUAT
     state = np.empty(mujoco.mj_stateSize(model, spec))
@@ -276,6 +299,24 @@ def metaworld_sampling(steps: int, iterations: int = 3) -> None:
           "model and as many worlds, open loop; "
           "iteration: whole MAML-TRPO iterations, all threads, env steps of support and query over the "
           "iteration's wall time)")
+    metaworld_parts(steps, cores)
+
+
+def metaworld_parts(steps: int, cores: int) -> None:
+    """Where a policy step of push-v3 goes, and sampling against raw physics as the batch grows,
+    one thread and all: the costs that do not grow with the worlds (the policy, the numpy around
+    the physics) weigh less in a larger batch."""
+    print("\npush-v3, ms per policy step: physics (stepping + kinematics) / observations, rewards / "
+          "policy + torchrl + sampler / raw mujoco.rollout; sampling/raw")
+    for threads in (1, cores):
+        for tasks in (MW_TASKS, 4 * MW_TASKS):
+            parts: dict[str, float] = {}
+            rate = metaworld_policy_sampling("push-v3", steps, threads, "batched", tasks=tasks, parts=parts)
+            raw = metaworld_raw("push-v3", steps, threads, tasks=tasks)
+            worlds = tasks * MW_EPISODES
+            print(f"  {threads} thread(s), {worlds:>5} worlds: {parts['physics'] * 1e3:6.2f} / "
+                  f"{(parts['env'] - parts['physics']) * 1e3:5.2f} / {(parts['all'] - parts['env']) * 1e3:5.2f} / "
+                  f"raw {worlds / raw * 1e3:6.2f}; sampling/raw {rate / raw:.0%}")
 
 
 def main() -> None:

@@ -7,15 +7,19 @@ box, the gripper's two actuators driven by ``±action[3]``), ``frame_skip`` phys
 policy step. Observations (hand, gripper opening, object position and quaternion, the previous
 frame; goal hidden), the v2 rewards and success are computed for the whole batch in numpy.
 
-Each world's whole integration state (``mjSTATE_INTEGRATION``: positions, velocities, the
-constraint solver's warm start, controls, mocap target) lives in one array; a pool of threads
-(MuJoCo releases the GIL while it steps), one ``MjData`` each, swaps a world's state in, advances
-it with ``mj_step(nstep=frame_skip)`` and swaps it out. ``mujoco.rollout`` would step the same
-physics, but it starts every call from a zero (or given) warm start and does not return the one
-it ends with; the official env carries it from step to step, and Meta-World's
-Newton solver (tolerance 1e-10, at most 50 iterations) lands elsewhere from a cold start: 7e-5 m
-apart after 2 steps of reach, 7e-3 after an episode of push (docs/metaworld.md). With the warm
-start kept, the batch steps the same numbers as the official env.
+Every world is one simulation of a ``mujoco.batch.Batch``: its whole integration state
+(``mjSTATE_INTEGRATION``: positions, velocities, the constraint solver's warm start, controls,
+mocap target) is a row the batch loads into a per-thread ``MjData``, advances by ``frame_skip``
+``mj_step`` calls and saves back, on MuJoCo's own thread pool (C, no GIL; bit-identical to one
+``MjData`` per world). ``mujoco.rollout`` would step the same physics, but it starts every call
+from a zero (or given) warm start and does not return the one it ends with; the official env
+carries it from step to step, and Meta-World's Newton solver (tolerance 1e-10, at most 50
+iterations) lands elsewhere from a cold start: 7e-5 m apart after 2 steps of reach, 7e-3 after
+an episode of push (docs/metaworld.md). With the warm start kept, the batch steps the same numbers
+as the official env. The positions the observations and rewards read are those after the step,
+as Meta-World's ``mj_forward`` leaves them: a second batch, on a copy of the model with contacts
+and constraints disabled, runs the position stage on the new states (the kinematics, without the
+collision detection a full position stage would repeat).
 
 Resets are deterministic in Meta-World (the hand is driven to its start for 50 steps, then the
 object and goal of the task are placed): the state right after the official env's reset is
@@ -24,14 +28,15 @@ recorded once per goal (``ResetRecord``) and copied into every world of that tas
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import mujoco
 import numpy as np
 import torch
+from mujoco.batch import Batch
 from scipy.spatial.transform import Rotation
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Unbounded
@@ -106,11 +111,12 @@ class Frame:
     hand_init_pos: np.ndarray
 
 
-def state_columns(model: mujoco.MjModel, part: int) -> slice:
-    """Where ``part`` (one ``mjtState`` bit, e.g. ``mjSTATE_CTRL``) lies in an ``mjSTATE_INTEGRATION``
-    state vector: MuJoCo lays the parts out in the order of their bits."""
-    start = mujoco.mj_stateSize(model, INTEGRATION & (int(part) - 1))
-    return slice(start, start + mujoco.mj_stateSize(model, int(part)))
+def kinematics_model(model: mujoco.MjModel) -> mujoco.MjModel:
+    """A copy of ``model`` whose position stage is the kinematics: contacts and constraints
+    disabled (they change no position), so no collision detection runs."""
+    kinematics = copy.copy(model)
+    kinematics.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_CONTACT | mujoco.mjtDisableBit.mjDSBL_CONSTRAINT)
+    return kinematics
 
 
 def norm(x: np.ndarray) -> np.ndarray:
@@ -216,12 +222,9 @@ class SawyerBatchEnv(FamilyTasksEnv):
         num = num_tasks * episodes_per_task
         self.num = num
         self.nthread = min(threads or available_threads(), num)
-        self.pool = ThreadPoolExecutor(self.nthread) if self.nthread > 1 else None
-        # one MjData per thread (hot in its core's cache), each world's integration state in `state`
-        self.jobs = [(mujoco.MjData(self.model), range(num)[i::self.nthread]) for i in range(self.nthread)]
-        self.state = np.zeros((num, mujoco.mj_stateSize(self.model, INTEGRATION)))
-        self.ctrl = state_columns(self.model, mujoco.mjtState.mjSTATE_CTRL)
-        self.mocap = state_columns(self.model, mujoco.mjtState.mjSTATE_MOCAP_POS)
+        self.physics = Batch(m, num, self.nthread)  # each world's integration state: a row of physics.state
+        self.positions = Batch(kinematics_model(m), num, self.nthread)
+        self.state, self.ctrl, self.mocap = self.physics.state, self.physics.ctrl, self.physics.mocap_pos  # views
         self.substeps, self.action_scale = o.frame_skip, o.action_scale  # not "frame_skip": torchrl would repeat each step
         self.mocap_low, self.mocap_high = o.mocap_low, o.mocap_high
         self.hand_init_pos = np.asarray(o.hand_init_pos, dtype=np.float64)
@@ -231,11 +234,8 @@ class SawyerBatchEnv(FamilyTasksEnv):
         self.bodies = [body(n) for n in ("hand", "rightclaw", "leftclaw", "obj", "leftpad", "rightpad")]
         self.sites = [site("rightEndEffector"), site("leftEndEffector")]
         self.obj_geom = m.geom("objGeom").id
-        # every world's whole position arrays, copied after each step (a whole copy costs a
-        # quarter of picking rows out in Python); the rows needed are taken for the batch at once
-        self.xpos = np.zeros((num, m.nbody, 3))
-        self.site_xpos = np.zeros((num, m.nsite, 3))
-        self.geom_xmat = np.zeros((num, m.ngeom, 9))
+        # every world's position arrays after each step (read-only views the batch refreshes)
+        self.xpos, self.site_xpos, self.geom_xmat = (self.positions.bind(f) for f in ("xpos", "site_xpos", "geom_xmat"))
         self.records: list[ResetRecord] = []
         self.references: dict[str, np.ndarray] = {}
         self.prev = np.zeros((num, 18))
@@ -258,34 +258,24 @@ class SawyerBatchEnv(FamilyTasksEnv):
                            for name in ("obj_init_pos", "target_pos", "init_tcp")}  # what the rewards compare with
 
     # ------------------------------------------------------------------ the physics
-    def _advance(self, job: tuple[mujoco.MjData, range]) -> None:
-        """Step ``job``'s worlds, one after the other on its ``MjData``: each from its integration
-        state (positions, velocities, the solver's warm start, its controls and mocap target),
-        ``frame_skip`` physics steps, then its state back and what observations and rewards need
-        (``mj_kinematics``: the positions ``mj_forward`` would give)."""
-        d, worlds = job
-        m, skip, state = self.model, self.substeps, self.state
-        for i in worlds:
-            mujoco.mj_setState(m, d, state[i], INTEGRATION)
-            mujoco.mj_step(m, d, skip)
-            mujoco.mj_kinematics(m, d)
-            mujoco.mj_getState(m, d, state[i], INTEGRATION)
-            self.xpos[i], self.site_xpos[i], self.geom_xmat[i] = d.xpos, d.site_xpos, d.geom_xmat
-
     def _run(self) -> None:
-        if self.pool is None:
-            self._advance(self.jobs[0])
-        else:
-            list(self.pool.map(self._advance, self.jobs))
+        """Advance every world by ``substeps`` physics steps from its integration state, then compute
+        the positions at the new states (what Meta-World's ``mj_forward`` after the step gives)."""
+        self.physics.step(nstep=self.substeps)
+        self.positions.state[:] = self.state
+        self.positions.forward(stage=mujoco.mjtStage.mjSTAGE_POS)
 
     # ------------------------------------------------------------------ observations and rewards
     def _current(self) -> np.ndarray:
         """``SawyerXYZEnv._get_curr_obs_combined_no_goal`` for every world: hand position, gripper
         opening (finger distance / 0.1, clipped to [0, 1]), object position and quaternion (x, y, z, w
-        from the object geom's rotation, as Meta-World reads it through scipy), zero padding; ``[N, 18]``."""
+        from the object geom's rotation, as Meta-World reads it through scipy), zero padding; ``[N, 18]``.
+        MuJoCo's rotation matrices are orthonormal to rounding: scipy's validity check, which
+        Meta-World runs, passes and changes nothing (the same quaternions, bit for bit), so it is skipped."""
         hand, right, left, obj = (self.xpos[:, k] for k in self.bodies[:4])
         gripper = np.clip(norm(right - left) / 0.1, 0.0, 1.0)
-        quat = Rotation.from_matrix(self.geom_xmat[:, self.obj_geom].reshape(-1, 3, 3)).as_quat()
+        rotation = self.geom_xmat[:, self.obj_geom].reshape(-1, 3, 3)
+        quat = Rotation.from_matrix(rotation, assume_valid=True).as_quat()
         return np.concatenate([hand, gripper[:, None], obj, quat, np.zeros((self.num, 7))], axis=-1)
 
     def _frame(self, obs: np.ndarray, action: np.ndarray) -> Frame:
@@ -307,9 +297,8 @@ class SawyerBatchEnv(FamilyTasksEnv):
         action = np.clip(tensordict["action"].detach().reshape(self.num, 4).double().numpy(), -1.0, 1.0)
         action = action.astype(np.float32)  # what the official env receives through the adapter
         delta = np.clip(action[:, :3], -1, 1) * self.action_scale  # float32, as Meta-World computes it
-        state = self.state
-        state[:, self.mocap] = np.clip(state[:, self.mocap] + delta, self.mocap_low, self.mocap_high)
-        state[:, self.ctrl] = np.stack([action[:, 3], -action[:, 3]], -1)
+        self.mocap[:, 0] = np.clip(self.mocap[:, 0] + delta, self.mocap_low, self.mocap_high)
+        self.ctrl[:] = np.stack([action[:, 3], -action[:, 3]], -1)
         self._run()
         self.steps += 1
         current = self._current()
@@ -328,10 +317,5 @@ class SawyerBatchEnv(FamilyTasksEnv):
     def _set_seed(self, seed: int | None) -> None:
         """Resets are deterministic (Meta-World's): no randomness to seed."""
 
-    def close(self, *, raise_if_closed: bool = True) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-            self.pool = None
-        super().close(raise_if_closed=raise_if_closed)
 
 
