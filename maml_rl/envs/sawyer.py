@@ -203,7 +203,7 @@ class SawyerBatchEnv(FamilyTasksEnv):
         family: the ``MetaWorld`` family (its official env, tasks and ``task_vector``).
         num_tasks, episodes_per_task: the batch (≥ 1 each).
         oracle: append each task's ``task_vector``.
-        threads: stepping threads (0 = every core).
+        threads: the threads of MuJoCo's batch, the caller's included (0 = every core).
 
     Raises:
         ValueError: a skill without a batched implementation, ``threads`` < 0, or batch sizes < 1.
