@@ -308,7 +308,7 @@ def metaworld_parts(steps: int, cores: int) -> None:
     the physics) weigh less in a larger batch."""
     print("\npush-v3, ms per policy step: physics (stepping + kinematics) / observations, rewards / "
           "policy + torchrl + sampler / raw mujoco.rollout; sampling/raw")
-    for threads in (1, cores):
+    for threads in sorted({1, cores}):
         for tasks in (MW_TASKS, 4 * MW_TASKS):
             parts: dict[str, float] = {}
             rate = metaworld_policy_sampling("push-v3", steps, threads, "batched", tasks=tasks, parts=parts)
