@@ -218,7 +218,7 @@ class SawyerBatchEnv(FamilyTasksEnv):
         if self.reward is None:
             raise ValueError(f"no batched Meta-World env for {family.config.env_name} ({o.__class__.__name__}); "
                              f"batched: {list(BATCHED_SKILLS)}")
-        self.model = m = o.model
+        m = o.model
         num = num_tasks * episodes_per_task
         self.num = num
         self.nthread = min(threads or available_threads(), num)
@@ -316,6 +316,3 @@ class SawyerBatchEnv(FamilyTasksEnv):
 
     def _set_seed(self, seed: int | None) -> None:
         """Resets are deterministic (Meta-World's): no randomness to seed."""
-
-
-
