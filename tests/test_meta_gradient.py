@@ -2,13 +2,14 @@
 
 import pytest
 import torch
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from maml_rl.algorithms.trpo import flat, unflat
 from maml_rl.core import maml as maml_module
 from maml_rl.core import objective as objective_module
 from maml_rl.core.objective import MetaObjective
 from maml_rl.core.sampler import valid_steps
+from maml_rl.policies.gaussian_mlp import GaussianMLPPolicy
 from maml_rl.run.build import build_trainer
 
 from .conftest import POLICY_KINDS, composed, make_objective, make_policy, random_episodes
@@ -129,6 +130,38 @@ def test_task_chunks_change_no_value(kind):
     assert type(dist["loc"].grad_fn).__name__ == "CatBackward0"  # the chunked path ran
     for chunked, expected in zip(gradients(), whole):
         torch.testing.assert_close(chunked, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_the_mlp_on_batched_task_weights_is_vmap_of_its_layers(activation):
+    """``GaussianMLPPolicy.tasks_forward`` (batched matrix products over the task dim) against
+    ``vmap`` of its own ``nn.Sequential`` per task, normalised observations included: the mean, the
+    gradient of a log-likelihood and a Hessian-vector product of it (what the inner loop and the
+    Fisher-vector products differentiate), for [task, episode, time] and [task, rows] inputs."""
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(obs_dim=6, act_dim=3, hidden_sizes=(16, 8), activation=activation, init_std=0.7,
+                               normalize_observations=True)
+    policy.observe(torch.randn(4, 5, 6) * 3 + 1, torch.ones(4, 5))
+    mean_names = [n for n in policy.params() if n.startswith("mean.")]
+
+    def by_vmap(params, obs):
+        layers = {n.removeprefix("mean."): params[n] for n in mean_names}
+        loc = vmap(lambda p, o: functional_call(policy.mean, p, (o,)))(layers, policy.normalize(obs))
+        return {"loc": loc, "log_std": params["log_std"].reshape(obs.shape[0], *([1] * (obs.dim() - 2)), -1)}
+
+    for shape in ((4, 5, 7, 6), (4, 9, 6)):
+        theta = {k: (v.detach() + 0.1 * torch.randn(4, *v.shape)).requires_grad_() for k, v in policy.params().items()}
+        obs, action = torch.randn(shape), torch.randn(*shape[:-1], 3)
+        results = []
+        for forward in (policy.tasks_forward, by_vmap):
+            dist = forward(theta, obs)
+            grads = torch.autograd.grad(policy.log_prob(dist, action).sum(), list(theta.values()), create_graph=True)
+            hvp = torch.autograd.grad(grads, list(theta.values()), [torch.ones_like(g) for g in grads])
+            results.append((dist["loc"], *grads, *hvp))
+        for ours, reference in zip(*results):
+            torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-7)
+    single = policy(torch.randn(6))  # one parameter copy, through the same batched layers
+    assert single["loc"].shape == single["log_std"].shape == (3,)
 
 
 @pytest.mark.parametrize("kind", POLICY_KINDS)

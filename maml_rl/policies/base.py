@@ -171,7 +171,7 @@ class FunctionalPolicy(nn.Module):
         engine may sum second-order terms of several chunks in another order: float32 results
         of a chunked batch differ in the last bits from an unchunked one).
         """
-        call = vmap(lambda p, o: functional_call(self, p, (o,)))
+        call = self.tasks_forward
         num_tasks, step = obs.shape[0], self.tasks_per_chunk(obs[0].numel() // obs.shape[-1])
         if step >= num_tasks:
             return call(params, obs)
@@ -180,6 +180,12 @@ class FunctionalPolicy(nn.Module):
         chunks = zip(*(v.split(step) for v in params.values()), obs.split(step))
         parts = [call(dict(zip(params, chunk[:-1])), chunk[-1]) for chunk in chunks]
         return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+
+    def tasks_forward(self, params: Params, obs: torch.Tensor) -> Dist:
+        """``forward`` of task i's parameters on its observations ``[task, ..., obs_dim]``, for every
+        task at once: ``vmap`` of ``functional_call`` over the task dim. A policy may replace it with
+        the same math on batched tensors (``GaussianMLPPolicy``), which spares vmap's overhead per op."""
+        return vmap(lambda p, o: functional_call(self, p, (o,)))(params, obs)
 
     def tasks_per_chunk(self, rows_per_task: int) -> int:
         """Tasks of ``rows_per_task`` rows per vmapped chunk (at least one)."""

@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from ..core.params import Dist
+from ..core.params import Dist, Params
 from .base import FunctionalPolicy, rows_per_chunk
 from .settings import POLICIES
 
@@ -94,8 +94,22 @@ class GaussianMLPPolicy(DiagonalGaussian, FunctionalPolicy):
 
     def forward(self, obs: torch.Tensor) -> Dist:
         """The distribution for observations ``[..., obs_dim]`` of one parameter copy."""
-        log_std = self.log_std.reshape(*([1] * (obs.dim() - 1)), -1)
-        return {"loc": self.mean(self.normalize(obs)), "log_std": log_std}
+        dist = self.tasks_forward({k: v.unsqueeze(0) for k, v in self.params().items()}, obs.unsqueeze(0))
+        return {k: v.squeeze(0) for k, v in dist.items()}
+
+    def tasks_forward(self, params: Params, obs: torch.Tensor) -> Dist:
+        """The MLP of task i's parameters ``params[...][i]`` on ``obs[i]`` ``[task, ..., obs_dim]``, as
+        batched matrix products over the task dim: the ops ``vmap`` of ``nn.Linear`` runs (``x Wᵀ + b``
+        per task), so values and derivatives of every order are the same bits, without vmap's
+        overhead per op (3× faster for a sampling step's 10 observations per task; docs/speed.md)."""
+        x = self.normalize(obs).reshape(obs.shape[0], -1, obs.shape[-1])  # [task, rows, obs_dim]
+        for name, layer in self.mean.named_children():
+            if isinstance(layer, nn.Linear):
+                x = torch.matmul(x, params[f"mean.{name}.weight"].transpose(-1, -2)) + params[f"mean.{name}.bias"].unsqueeze(1)
+            else:
+                x = layer(x)
+        log_std = params["log_std"].reshape(obs.shape[0], *([1] * (obs.dim() - 2)), -1)
+        return {"loc": x.reshape(*obs.shape[:-1], -1), "log_std": log_std}
 
     def diagnostics(self, pre: TensorDict, post: TensorDict) -> dict[str, float]:
         return {"policy_std": self.log_std.detach().exp().mean().item()}
