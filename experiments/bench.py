@@ -18,10 +18,11 @@
    mocap target and gripper driven open loop): sampling against raw physics (target ≥ 90 %),
    iterations against raw physics (target ≥ 80 %); then where a policy step of push goes (physics,
    observations and rewards, policy and torchrl, against raw physics) at 250 and 1 000 worlds,
-   one thread and all.
+   one thread and all. Each Meta-World rate is the median of ``--metaworld-repeats`` runs, each
+   run back to back with its raw reference, and each ratio the median over those pairs.
 
 Usage: ``python experiments/bench.py [--iterations N] [--warmup N] [--sizes N ...] [--ant-iterations N]
-[--ant-steps N] [--metaworld-steps N] [override ...]`` (``make bench``).
+[--ant-steps N] [--metaworld-steps N] [--metaworld-repeats N] [override ...]`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
@@ -275,48 +277,74 @@ def metaworld_raw(skill: str, steps: int, threads: int, tasks: int = MW_TASKS) -
         return worlds * steps / (time.perf_counter() - start)
 
 
-def metaworld_sampling(steps: int, iterations: int = 3) -> None:
+def paired(sample, raw, repeats: int) -> tuple[float, float, float]:
+    """Medians of ``sample()``, ``raw()`` and their ratio over ``repeats`` pairs, each pair run back
+    to back: on a shared machine whose speed drifts by tens of percent between minutes, the ratio
+    of one pair is steadier than either rate."""
+    pairs = [(sample(), raw()) for _ in range(repeats)]
+    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
+            statistics.median(a / b for a, b in pairs))
+
+
+def metaworld_sampling(steps: int, repeats: int, iterations: int = 3) -> None:
     """Meta-World: the official env, the batched simulator (sampling and whole MAML-TRPO
     iterations) and raw physics, side by side, one thread and all threads."""
     cores = available_threads()
     print(f"\nMeta-World, episodes of {steps} steps, {MW_TASKS} tasks x {MW_EPISODES} episodes: env steps/s "
-          f"(policy steps, frame skip 5 physics steps each); 1 thread / {cores} threads")
+          f"(policy steps, frame skip 5 physics steps each); 1 thread / {cores} threads; medians of {repeats} "
+          "runs, each ratio over pairs run back to back")
     print(f"{'skill':<15}{'official':>10}{'adapter':>9}{'batched+policy':>17}{'raw physics':>15}{'iteration':>11}"
           f"{'sampling/raw':>14}{'iteration/raw':>15}{'batched/official':>18}")
     for skill in ("reach-v3", "push-v3", "pick-place-v3"):
         official = metaworld_official(skill, steps)
         adapter = metaworld_policy_sampling(skill, steps, 1, "official", tasks=2)  # the official envs are slow
-        batched = {n: metaworld_policy_sampling(skill, steps, n, "batched") for n in (1, cores)}
-        raw = {n: metaworld_raw(skill, steps, n) for n in (1, cores)}
-        whole = measure(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", f"meta_batch_size={MW_TASKS}",
-                         f"episodes_per_task={MW_EPISODES}", f"threads={cores}", "env.normalize_observations=true",
-                         "policy.hidden_sizes=[128,128]", "policy.activation=tanh"], iterations, 1)
-        it = whole["env_steps_per_second"] * whole["time_sampling"] / whole["time_iteration"]  # over the whole iteration
+        batched, raw, ratio = {}, {}, {}
+        for n in (1, cores):
+            batched[n], raw[n], ratio[n] = paired(partial(metaworld_policy_sampling, skill, steps, n, "batched"),
+                                                  partial(metaworld_raw, skill, steps, n), repeats)
+        it, _, it_ratio = paired(partial(metaworld_iteration, skill, steps, cores, iterations),
+                                 partial(metaworld_raw, skill, steps, cores), repeats)
         print(f"{skill:<15}{official:>10.0f}{adapter:>9.0f}{batched[1]:>8.0f} /{batched[cores]:>6.0f}"
-              f"{raw[1]:>7.0f} /{raw[cores]:>6.0f}{it:>11.0f}{batched[1] / raw[1]:>8.0%} /{batched[cores] / raw[cores]:>4.0%}"
-              f"{it / raw[cores]:>15.0%}{batched[1] / official:>17.1f}x")
+              f"{raw[1]:>7.0f} /{raw[cores]:>6.0f}{it:>11.0f}{ratio[1]:>8.0%} /{ratio[cores]:>4.0%}"
+              f"{it_ratio:>15.0%}{batched[1] / official:>17.1f}x")
     print("(official and adapter: one thread, the adapter on 2 tasks x 10 episodes; raw: mujoco.rollout of the same "
           "model and as many worlds, open loop; "
           "iteration: whole MAML-TRPO iterations, all threads, env steps of support and query over the "
           "iteration's wall time)")
-    metaworld_parts(steps, cores)
+    metaworld_parts(steps, cores, repeats)
 
 
-def metaworld_parts(steps: int, cores: int) -> None:
+def metaworld_iteration(skill: str, steps: int, threads: int, iterations: int) -> float:
+    """Env steps per second of whole MAML-TRPO iterations on the batched simulator: support and query
+    steps over the iteration's wall time (median of ``iterations`` after one)."""
+    whole = measure(["env=ml1", f"env.env_name={skill}", f"env.horizon={steps}", f"meta_batch_size={MW_TASKS}",
+                     f"episodes_per_task={MW_EPISODES}", f"threads={threads}", "env.normalize_observations=true",
+                     "policy.hidden_sizes=[128,128]", "policy.activation=tanh"], iterations, 1)
+    return whole["env_steps_per_second"] * whole["time_sampling"] / whole["time_iteration"]
+
+
+def push_parts(steps: int, threads: int, tasks: int, runs: list[dict[str, float]]) -> float:
+    """``metaworld_policy_sampling`` of push-v3 on the batch, its parts appended to ``runs``."""
+    runs.append({})
+    return metaworld_policy_sampling("push-v3", steps, threads, "batched", tasks, runs[-1])
+
+
+def metaworld_parts(steps: int, cores: int, repeats: int) -> None:
     """Where a policy step of push-v3 goes, and sampling against raw physics as the batch grows,
     one thread and all: the costs that do not grow with the worlds (the policy, the numpy around
-    the physics) weigh less in a larger batch."""
+    the physics) weigh less in a larger batch. Medians of ``repeats`` runs, as ``paired``."""
     print("\npush-v3, ms per policy step: physics (stepping + kinematics) / observations, rewards / "
           "policy + torchrl + sampler / raw mujoco.rollout; sampling/raw")
     for threads in sorted({1, cores}):
         for tasks in (MW_TASKS, 4 * MW_TASKS):
-            parts: dict[str, float] = {}
-            rate = metaworld_policy_sampling("push-v3", steps, threads, "batched", tasks=tasks, parts=parts)
-            raw = metaworld_raw("push-v3", steps, threads, tasks=tasks)
+            runs: list[dict[str, float]] = []
+            _, raw, ratio = paired(partial(push_parts, steps, threads, tasks, runs),
+                                   partial(metaworld_raw, "push-v3", steps, threads, tasks), repeats)
+            part = {k: statistics.median(r[k] for r in runs) * 1e3 for k in ("physics", "env", "all")}
             worlds = tasks * MW_EPISODES
-            print(f"  {threads} thread(s), {worlds:>5} worlds: {parts['physics'] * 1e3:6.2f} / "
-                  f"{(parts['env'] - parts['physics']) * 1e3:5.2f} / {(parts['all'] - parts['env']) * 1e3:5.2f} / "
-                  f"raw {worlds / raw * 1e3:6.2f}; sampling/raw {rate / raw:.0%}")
+            print(f"  {threads} thread(s), {worlds:>5} worlds: {part['physics']:6.2f} / "
+                  f"{part['env'] - part['physics']:5.2f} / {part['all'] - part['env']:5.2f} / "
+                  f"raw {worlds / raw * 1e3:6.2f}; sampling/raw {ratio:.0%}")
 
 
 def main() -> None:
@@ -327,6 +355,7 @@ def main() -> None:
     parser.add_argument("--ant-iterations", type=int, default=3, help="ant meta-iterations per outer loop (0: skip)")
     parser.add_argument("--ant-steps", type=int, default=50, help="steps per episode in the ant throughput test")
     parser.add_argument("--metaworld-steps", type=int, default=200, help="steps per episode on Meta-World (0: skip)")
+    parser.add_argument("--metaworld-repeats", type=int, default=3, help="runs per Meta-World measurement (medians)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child process of measure_apart
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -339,7 +368,7 @@ def main() -> None:
     if args.ant_iterations:
         mujoco_breakdown(args.ant_iterations)
     if args.metaworld_steps:
-        metaworld_sampling(args.metaworld_steps)
+        metaworld_sampling(args.metaworld_steps, args.metaworld_repeats)
 
 
 if __name__ == "__main__":
