@@ -133,20 +133,21 @@ CHUNK_ELEMENTS = 2 ** 22
 
 
 def rows_per_chunk(width: int) -> int:
-    """Rows per vmapped chunk for a network whose widest layer has ``width`` units."""
+    """Rows per chunk of tasks for a network whose widest layer has ``width`` units."""
     return max(1, CHUNK_ELEMENTS // max(1, width))
 
 
 class FunctionalPolicy(nn.Module):
-    """Shared plumbing of the policies: θ as a dict, one copy per task through ``vmap``, and an
-    optional ``ObservationNormalizer`` in front of the network.
+    """Shared plumbing of the policies: θ as a dict, one copy per task through ``tasks_forward``
+    (``vmap`` unless the policy batches its own layers), and an optional ``ObservationNormalizer``
+    in front of the network.
 
     A subclass implements ``forward(obs) -> Dist`` for one parameter copy and the distribution's
     methods (``sample``, ``mode``, ``log_prob``, ``kl``, ``entropy``, ``diagnostics``); by default
     the inner loop adapts every parameter and the outer objective has no penalty.
     """
 
-    chunk_rows = rows_per_chunk(100)  # rows per vmapped chunk; a subclass sets it from its widest layer
+    chunk_rows = rows_per_chunk(100)  # rows per chunk of tasks; a subclass sets it from its widest layer
 
     def __init__(self, obs_dim: int, act_dim: int, normalize_observations: bool, **kwargs: Any):
         super().__init__()
@@ -162,7 +163,7 @@ class FunctionalPolicy(nn.Module):
         return dict(self.named_parameters())
 
     def distribution(self, params: Params, obs: torch.Tensor) -> Dist:
-        """π_θi for every task, vmapped over the task dim in chunks of at most ``chunk_rows`` rows.
+        """π_θi for every task (``tasks_forward``), over the task dim in chunks of at most ``chunk_rows`` rows.
 
         Each chunk is its own node of the graph, so every op — forward, backward and the double
         backward of the inner loop — touches a cache-sized slice: one [80 tasks × 2,000 steps ×
@@ -171,14 +172,13 @@ class FunctionalPolicy(nn.Module):
         engine may sum second-order terms of several chunks in another order: float32 results
         of a chunked batch differ in the last bits from an unchunked one).
         """
-        call = self.tasks_forward
         num_tasks, step = obs.shape[0], self.tasks_per_chunk(obs[0].numel() // obs.shape[-1])
         if step >= num_tasks:
-            return call(params, obs)
+            return self.tasks_forward(params, obs)
         # split, not slicing: its backward concatenates the chunks' gradients once instead of
         # padding each to the full task dim
         chunks = zip(*(v.split(step) for v in params.values()), obs.split(step))
-        parts = [call(dict(zip(params, chunk[:-1])), chunk[-1]) for chunk in chunks]
+        parts = [self.tasks_forward(dict(zip(params, chunk[:-1])), chunk[-1]) for chunk in chunks]
         return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
     def tasks_forward(self, params: Params, obs: torch.Tensor) -> Dist:
@@ -188,7 +188,7 @@ class FunctionalPolicy(nn.Module):
         return vmap(lambda p, o: functional_call(self, p, (o,)))(params, obs)
 
     def tasks_per_chunk(self, rows_per_task: int) -> int:
-        """Tasks of ``rows_per_task`` rows per vmapped chunk (at least one)."""
+        """Tasks of ``rows_per_task`` rows per chunk (at least one)."""
         return max(1, self.chunk_rows // max(1, rows_per_task))
 
     def tasks_per_pass(self, rows_per_task: int) -> int | None:
