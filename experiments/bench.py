@@ -359,6 +359,8 @@ def main() -> None:
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child process of measure_apart
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.metaworld_repeats < 1:
+        parser.error(f"--metaworld-repeats must be >= 1, got {args.metaworld_repeats}")
     if args.measure:
         return measure_here(args.measure)
     register()
