@@ -137,7 +137,7 @@ def test_the_mlp_on_batched_task_weights_is_vmap_of_its_layers(activation):
     """``GaussianMLPPolicy.tasks_forward`` (batched matrix products over the task dim) against
     ``vmap`` of its own ``nn.Sequential`` per task, normalised observations included: the mean, the
     gradient of a log-likelihood and a Hessian-vector product of it (what the inner loop and the
-    Fisher-vector products differentiate), for [task, episode, time] and [task, rows] inputs."""
+    Fisher-vector products differentiate), for [task, episode, time], [task, rows] and empty inputs."""
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(obs_dim=6, act_dim=3, hidden_sizes=(16, 8), activation=activation, init_std=0.7,
                                normalize_observations=True)
@@ -149,7 +149,7 @@ def test_the_mlp_on_batched_task_weights_is_vmap_of_its_layers(activation):
         loc = vmap(lambda p, o: functional_call(policy.mean, p, (o,)))(layers, policy.normalize(obs))
         return {"loc": loc, "log_std": params["log_std"].reshape(obs.shape[0], *([1] * (obs.dim() - 2)), -1)}
 
-    for shape in ((4, 5, 7, 6), (4, 9, 6)):
+    for shape in ((4, 5, 7, 6), (4, 9, 6), (4, 0, 6)):  # an empty batch too
         theta = {k: (v.detach() + 0.1 * torch.randn(4, *v.shape)).requires_grad_() for k, v in policy.params().items()}
         obs, action = torch.randn(shape), torch.randn(*shape[:-1], 3)
         results = []

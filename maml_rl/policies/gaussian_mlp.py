@@ -102,14 +102,15 @@ class GaussianMLPPolicy(DiagonalGaussian, FunctionalPolicy):
         batched matrix products over the task dim: the ops ``vmap`` of ``nn.Linear`` runs (``x Wᵀ + b``
         per task), so values and derivatives of every order are the same bits, without vmap's
         overhead per op (3× faster for a sampling step's 10 observations per task; docs/speed.md)."""
-        x = self.normalize(obs).reshape(obs.shape[0], -1, obs.shape[-1])  # [task, rows, obs_dim]
+        rows = math.prod(obs.shape[1:-1])  # explicit: -1 is ambiguous for an empty batch
+        x = self.normalize(obs).reshape(obs.shape[0], rows, obs.shape[-1])  # [task, rows, obs_dim]
         for name, layer in self.mean.named_children():
             if isinstance(layer, nn.Linear):
                 x = torch.matmul(x, params[f"mean.{name}.weight"].transpose(-1, -2)) + params[f"mean.{name}.bias"].unsqueeze(1)
             else:
                 x = layer(x)
         log_std = params["log_std"].reshape(obs.shape[0], *([1] * (obs.dim() - 2)), -1)
-        return {"loc": x.reshape(*obs.shape[:-1], -1), "log_std": log_std}
+        return {"loc": x.reshape(*obs.shape[:-1], x.shape[-1]), "log_std": log_std}
 
     def diagnostics(self, pre: TensorDict, post: TensorDict) -> dict[str, float]:
         return {"policy_std": self.log_std.detach().exp().mean().item()}
